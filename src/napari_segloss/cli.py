@@ -1,0 +1,73 @@
+"""The ``napari-segloss`` command: ``demo``, ``predict``, ``batch``, ``train``, ``bench``.
+
+Each sub-command's handler is a thin function here; the work lives in the core modules.
+Heavy imports (torch, napari) happen inside the handlers so ``--help`` and ``--version`` are fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from napari_segloss import __version__
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, with a non-zero exit status."""
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import napari
+
+    from napari_segloss.napari._demo import open_demo
+
+    viewer = open_demo(dims=args.dims)
+    if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+
+        for _ in range(20):
+            QApplication.processEvents()
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+        print(f"saved screenshot to {args.screenshot}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="napari-segloss",
+        description="See what the choice of training loss does to a segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-segloss {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="open napari with the synthetic sample scan and the Loss explorer")
+    demo.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the whole window and exit")
+    demo.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D volume sample")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-segloss`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except CLIError as exc:
+        print(f"napari-segloss {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-segloss {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

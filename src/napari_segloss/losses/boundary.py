@@ -1,0 +1,1 @@
+"""Boundary losses (to be filled)."""

@@ -1,0 +1,1 @@
+"""Compound losses (to be filled)."""

@@ -1,0 +1,1 @@
+"""Pixel losses (to be filled)."""

@@ -1,0 +1,1 @@
+"""Region losses (to be filled)."""

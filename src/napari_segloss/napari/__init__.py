@@ -1,0 +1,1 @@
+"""The napari layer: widgets and reader/writer/sample-data hooks. The only Qt code."""

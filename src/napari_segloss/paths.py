@@ -1,0 +1,26 @@
+"""Where the plugin finds its files (bundled checkpoints), whatever the install mode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WEIGHTS_ENV = "NAPARI_SEGLOSS_WEIGHTS"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def weights_dir() -> Path:
+    """Folder of the bundled checkpoints.
+
+    Order: the ``NAPARI_SEGLOSS_WEIGHTS`` environment variable; ``napari_segloss/weights``
+    inside an installed wheel (hatchling force-includes the repository's ``weights/`` there);
+    the repository's root ``weights/`` for an editable install or a source checkout.
+    """
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        return Path(override).expanduser()
+    in_package = _PACKAGE_DIR / "weights"
+    if in_package.is_dir():
+        return in_package
+    return _PACKAGE_DIR.parent.parent / "weights"
