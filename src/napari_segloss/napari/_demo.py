@@ -1,0 +1,21 @@
+"""`napari-segloss demo`: a viewer with the synthetic sample scan and the Loss explorer docked."""
+
+from __future__ import annotations
+
+import napari
+
+PLUGIN = "napari-segloss"
+SAMPLE_KEYS = {2: "brain_mri_2d", 3: "brain_mri_3d"}
+
+
+def open_demo(dims: int = 2, *, show: bool = True) -> napari.Viewer:
+    """Open a viewer with the sample scan (2D slice or 3D volume) and the plugin's dock widget.
+
+    Args:
+        dims: 2 for the 256x256 slice sample, 3 for the 64x256x256 volume sample.
+        show: whether to show the window (tests pass ``False``).
+    """
+    viewer = napari.Viewer(title="napari-segloss demo", show=show)
+    viewer.open_sample(PLUGIN, SAMPLE_KEYS[dims])
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
+    return viewer
