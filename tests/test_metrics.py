@@ -1,0 +1,279 @@
+"""napari_segloss.metrics against the reference numbers of io_metrics.md §2.3, MONAI and scikit-learn."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_segloss import metrics
+
+monai_metrics = pytest.importorskip("monai.metrics")
+torch = pytest.importorskip("torch")
+sk_metrics = pytest.importorskip("sklearn.metrics")
+
+
+def square(r0: int, r1: int, c0: int, c1: int, shape: tuple[int, int] = (16, 16)) -> np.ndarray:
+    out = np.zeros(shape, dtype=bool)
+    out[r0:r1, c0:c1] = True
+    return out
+
+
+def _zshift_pair() -> tuple[np.ndarray, np.ndarray]:
+    truth = np.zeros((8, 16, 16), dtype=bool)
+    truth[2:6, 4:12, 4:12] = True
+    pred = np.zeros_like(truth)
+    pred[3:7, 4:12, 4:12] = True
+    return pred, truth
+
+
+GT6 = square(4, 10, 4, 10)
+EMPTY = np.zeros((16, 16), dtype=bool)
+NAN = math.nan
+
+# io_metrics.md §2.3, "MONAI" columns (Dice with ignore_empty=False where it is not NaN) and
+# this module's empty-mask policy for the empty cases: (pred, truth, spacing, expected)
+REFERENCE = {
+    "A identical": (GT6, GT6, (1, 1), dict(
+        tp=36, fp=0, fn=0, tn=220, dice=1, iou=1, precision=1, recall=1, specificity=1, accuracy=1,
+        hd95=0, assd=0, nsd=1)),
+    "B shift2": (square(4, 10, 6, 12), GT6, (1, 1), dict(
+        tp=24, fp=12, fn=12, tn=208, dice=0.6667, iou=0.5, precision=0.6667, recall=0.6667,
+        specificity=0.9455, accuracy=0.9062, hd95=2, assd=1, nsd=0.6)),
+    "C disjoint": (square(10, 14, 10, 14), square(2, 6, 2, 6), (1, 1), dict(
+        tp=0, fp=16, fn=16, tn=224, dice=0, iou=0, precision=0, recall=0, specificity=0.9333,
+        accuracy=0.875, hd95=10.9377, assd=9.2782, nsd=0)),
+    "D empty pred": (EMPTY, GT6, (1, 1), dict(
+        tp=0, fp=0, fn=36, tn=220, dice=0, iou=0, precision=NAN, recall=0, specificity=1,
+        accuracy=0.8594, hd95=NAN, assd=NAN, nsd=0, pct_correct=0, pct_over=0, pct_missed=100)),
+    "E empty GT": (GT6, EMPTY, (1, 1), dict(
+        tp=0, fp=36, fn=0, tn=220, dice=0, iou=0, precision=0, recall=NAN, specificity=0.8594,
+        accuracy=0.8594, hd95=NAN, assd=NAN, nsd=0, pct_correct=NAN, pct_over=NAN, pct_missed=NAN,
+        volume_rel_diff=NAN)),
+    "F both empty": (EMPTY, EMPTY, (1, 1), dict(
+        tp=0, fp=0, fn=0, tn=256, dice=NAN, iou=NAN, precision=NAN, recall=NAN, specificity=1,
+        accuracy=1, f2=NAN, hd95=NAN, assd=NAN, nsd=NAN, volume_pred=0, volume_truth=0,
+        pct_correct=NAN)),
+    "I small pred inside GT": (square(6, 8, 6, 8), GT6, (1, 1), dict(
+        tp=4, fp=0, fn=32, tn=220, dice=0.2, iou=0.1111, precision=1, recall=0.1111, specificity=1,
+        accuracy=0.875, hd95=2.8284, assd=2.2168, nsd=0)),
+    "G 3D z-shift 5mm": (*_zshift_pair(), (5, 1, 1), dict(
+        tp=192, fp=64, fn=64, tn=1728, dice=0.75, iou=0.6, precision=0.75, recall=0.75,
+        specificity=0.9643, accuracy=0.9375, hd95=5, assd=2.0435, nsd=0.5652,
+        volume_pred=1280, volume_truth=1280)),
+    "H 3D z-shift 1mm": (*_zshift_pair(), (1, 1, 1), dict(
+        hd95=1, assd=0.5435, nsd=1, dice=0.75)),
+}
+
+
+def assert_same(actual: float, expected: float, tol: float, label: str) -> None:
+    if math.isnan(expected):
+        assert math.isnan(actual), f"{label}: expected NaN, got {actual}"
+    else:
+        assert actual == pytest.approx(expected, abs=tol), label
+
+
+@pytest.mark.parametrize("case", list(REFERENCE))
+def test_reference_numbers(case: str) -> None:
+    pred, truth, spacing, expected = REFERENCE[case]
+    result = metrics.compute(pred, truth, spacing)
+    for key, value in expected.items():
+        assert_same(result[key], float(value), 5e-5, f"{case} {key}")
+
+
+def test_result_dict_layout() -> None:
+    result = metrics.compute(square(4, 10, 6, 12), GT6)
+    assert tuple(result) == metrics.METRIC_KEYS
+    for key in ("tp", "fp", "fn", "tn"):
+        assert type(result[key]) is int
+    assert all(type(result[k]) is float for k in metrics.METRIC_KEYS if k not in ("tp", "fp", "fn", "tn"))
+    for pred, truth, spacing, _ in REFERENCE.values():
+        values = metrics.compute(pred, truth, spacing).values()
+        assert not any(math.isinf(v) for v in values), "undefined values must be NaN, never inf"
+
+
+def random_blobs(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.random(shape), sigma)
+    return field > np.quantile(field, rng.uniform(0.6, 0.9))
+
+
+def monai_reference(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], tol: float) -> dict:
+    p = torch.from_numpy(pred[None, None].astype(np.float32))
+    t = torch.from_numpy(truth[None, None].astype(np.float32))
+    sp = list(spacing)
+    confusion = monai_metrics.get_confusion_matrix(p, t, include_background=True)
+    ref = {
+        "dice": monai_metrics.DiceMetric(include_background=True, reduction="none")(p, t),
+        "iou": monai_metrics.compute_iou(p, t, include_background=True),
+        "hd95": monai_metrics.compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=sp),
+        "assd": monai_metrics.compute_average_surface_distance(p, t, include_background=True, symmetric=True, spacing=sp),
+        "nsd": monai_metrics.compute_surface_dice(p, t, [tol], include_background=True, spacing=sp),
+    }
+    for name, monai_name in [("precision", "precision"), ("recall", "sensitivity"),
+                             ("specificity", "specificity"), ("accuracy", "accuracy")]:
+        ref[name] = monai_metrics.compute_confusion_matrix_metric(monai_name, confusion)
+    return {k: float(v.reshape(-1)[0]) for k, v in ref.items()}
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "sigma", "tol"),
+    [((48, 48), (1.0, 1.0), 3.0, 1.0), ((40, 56), (0.5, 0.8), 2.5, 1.5), ((12, 32, 32), (3.0, 0.7, 0.7), 2.0, 1.0)],
+)
+def test_matches_monai_on_random_blobs(shape: tuple[int, ...], spacing: tuple[float, ...], sigma: float, tol: float) -> None:
+    rng = np.random.default_rng(len(shape) * 100 + int(10 * spacing[-1]))
+    for _ in range(5):
+        pred, truth = random_blobs(rng, shape, sigma), random_blobs(rng, shape, sigma)
+        ours = metrics.compute(pred, truth, spacing, tolerance_mm=tol)
+        ref = monai_reference(pred, truth, spacing, tol)
+        for key, value in ref.items():
+            assert ours[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+
+
+def test_counts_and_scores_match_sklearn() -> None:
+    rng = np.random.default_rng(7)
+    pred, truth = random_blobs(rng, (40, 40), 2.0), random_blobs(rng, (40, 40), 2.0)
+    y_pred, y_true = pred.ravel(), truth.ravel()
+    result = metrics.compute(pred, truth)
+    (tn, fp), (fn, tp) = sk_metrics.confusion_matrix(y_true, y_pred, labels=[False, True])
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (tp, fp, fn, tn)
+    assert result["dice"] == pytest.approx(sk_metrics.f1_score(y_true, y_pred))
+    assert result["iou"] == pytest.approx(sk_metrics.jaccard_score(y_true, y_pred))
+    assert result["precision"] == pytest.approx(sk_metrics.precision_score(y_true, y_pred))
+    assert result["recall"] == pytest.approx(sk_metrics.recall_score(y_true, y_pred))
+    assert result["accuracy"] == pytest.approx(sk_metrics.accuracy_score(y_true, y_pred))
+    assert result["f2"] == pytest.approx(sk_metrics.fbeta_score(y_true, y_pred, beta=2))
+    assert metrics.fbeta(pred, truth, 0.5) == pytest.approx(sk_metrics.fbeta_score(y_true, y_pred, beta=0.5))
+    assert metrics.fbeta(pred, truth, 1.0) == pytest.approx(result["dice"])
+    with pytest.raises(ValueError, match="beta"):
+        metrics.fbeta(pred, truth, 0.0)
+
+
+def test_volumes_percentages_and_units() -> None:
+    truth = np.zeros((6, 20, 20), dtype=bool)
+    truth[1:5, 5:15, 5:15] = True  # 400 voxels
+    pred = np.zeros_like(truth)
+    pred[1:5, 5:15, 8:18] = True  # 400 voxels, 280 shared
+    pred[0, 0, 0:20] = True  # +20 false positives
+    spacing = (2.5, 0.5, 0.4)
+    result = metrics.compute(pred, truth, spacing)
+    voxel = 2.5 * 0.5 * 0.4
+    assert result["volume_truth"] == pytest.approx(400 * voxel)
+    assert result["volume_pred"] == pytest.approx(420 * voxel)
+    assert result["volume_abs_diff"] == pytest.approx(20 * voxel)
+    assert result["volume_rel_diff"] == pytest.approx(0.05)
+    assert metrics.compute(truth, pred, spacing)["volume_rel_diff"] == pytest.approx(-20 / 420)
+    assert (result["pct_correct"], result["pct_over"], result["pct_missed"]) == pytest.approx((70.0, 35.0, 30.0))
+    assert metrics.volume(truth, spacing) == pytest.approx(400 * voxel)
+    assert metrics.to_ml(metrics.volume(truth, spacing)) == pytest.approx(0.2)
+    assert metrics.volume(truth[2]) == 100.0  # mm² of a slice at 1 mm
+
+
+def test_crop_to_bounding_box_is_exact() -> None:
+    rng = np.random.default_rng(3)
+    pred, truth = random_blobs(rng, (10, 24, 24), 2.0), random_blobs(rng, (10, 24, 24), 2.0)
+    spacing = (2.0, 0.9, 0.6)
+    small = metrics.compute(pred, truth, spacing)
+    pad = ((3, 5), (7, 2), (0, 9))
+    big = metrics.compute(np.pad(pred, pad), np.pad(truth, pad), spacing)
+    for key in ("dice", "hd95", "assd", "nsd", "tp", "fp", "fn", "volume_pred", "pct_missed"):
+        assert big[key] == pytest.approx(small[key], rel=1e-12), key
+    to_truth, to_pred = metrics.surface_distances(pred, truth, spacing)
+    assert small["assd"] == pytest.approx(np.concatenate([to_truth, to_pred]).mean())
+    assert small["hd95"] == pytest.approx(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
+
+
+def test_symmetry() -> None:
+    rng = np.random.default_rng(11)
+    a, b = random_blobs(rng, (36, 30), 2.0), random_blobs(rng, (36, 30), 2.0)
+    ab, ba = metrics.compute(a, b, (0.7, 1.3)), metrics.compute(b, a, (0.7, 1.3))
+    for key in ("dice", "iou", "hd95", "assd", "nsd", "tp", "tn", "accuracy"):
+        assert ab[key] == pytest.approx(ba[key]), key
+    assert ab["precision"] == pytest.approx(ba["recall"])
+    assert ab["fp"] == ba["fn"]
+
+
+def test_spacing_is_in_array_axis_order() -> None:
+    pred, truth = _zshift_pair()
+    assert metrics.compute(pred, truth, (5, 1, 1))["hd95"] == pytest.approx(5.0)
+    assert metrics.compute(pred, truth, (1, 1, 5))["hd95"] == pytest.approx(1.0)
+
+
+def test_input_validation() -> None:
+    with pytest.raises(ValueError, match=r"\(16, 16\).*\(16, 15\)"):
+        metrics.compute(GT6, GT6[:, :15])
+    with pytest.raises(ValueError, match="one value"):
+        metrics.compute(GT6, GT6, (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="positive"):
+        metrics.compute(GT6, GT6, (1.0, 0.0))
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.compute(GT6 * 0.7, GT6)
+    with pytest.raises(ValueError, match="2D"):
+        metrics.compute(GT6[0], GT6[0])
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.compute(GT6, GT6, tolerance_mm=-1)
+    png_like = GT6.astype(np.uint8) * 255
+    assert metrics.compute(png_like, GT6.astype(np.float32))["dice"] == 1.0
+
+
+def test_per_slice() -> None:
+    rng = np.random.default_rng(5)
+    pred, truth = random_blobs(rng, (6, 20, 24), 1.5), random_blobs(rng, (6, 20, 24), 1.5)
+    pred[2] = False
+    truth[2] = False
+    spacing = (3.0, 0.8, 0.6)
+    rows = metrics.per_slice(pred, truth, spacing)
+    assert len(rows) == 6
+    for z, row in enumerate(rows):
+        expected = metrics.compute(pred[z], truth[z], (0.8, 0.6))
+        assert row["dice"] == pytest.approx(expected["dice"], nan_ok=True)
+        assert row["hd95"] == pytest.approx(expected["hd95"], nan_ok=True)
+        assert row["volume_truth"] == pytest.approx(truth[z].sum() * 0.48)
+    assert math.isnan(rows[2]["dice"]) and math.isnan(rows[2]["hd95"])
+    along_x = metrics.per_slice(pred, truth, spacing, axis=-1)
+    assert len(along_x) == 24
+    assert along_x[5]["hd95"] == pytest.approx(
+        metrics.compute(pred[:, :, 5], truth[:, :, 5], (3.0, 0.8))["hd95"], nan_ok=True)
+    assert sum(r["tp"] for r in along_x) == metrics.compute(pred, truth)["tp"]
+    with pytest.raises(ValueError, match="3D"):
+        metrics.per_slice(GT6, GT6)
+
+
+def test_format_value() -> None:
+    assert metrics.format_value("dice", NAN) == "n/a"
+    assert metrics.format_value("hd95", None) == "n/a"
+    assert metrics.format_value("dice", 2 / 3) == "0.667"
+    assert metrics.format_value("specificity", 0.94545) == "0.9455"
+    assert metrics.format_value("hd95", 10.93774) == "10.94 mm"
+    assert metrics.format_value("tp", 36) == "36"
+    assert metrics.format_value("pct_missed", 12.345) == "12.3 %"
+    assert metrics.format_value("volume_rel_diff", 0.25) == "+25.0 %"
+    assert metrics.format_value("volume_rel_diff", -0.125) == "-12.5 %"
+    assert metrics.format_value("volume_pred", 36.0, ndim=2) == "36.0 mm²"
+    assert metrics.format_value("volume_truth", 2500.0, ndim=3) == "2500.0 mm³ (2.50 mL)"
+    assert metrics.format_value("volume_truth", 2500.0) == "2500.0"
+    assert metrics.format_value("other", 1234.5678) == "1235"
+    for key, value in metrics.compute(square(4, 10, 6, 12), GT6).items():
+        assert metrics.format_value(key, value) != "n/a"
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def test_speed() -> None:
+    yy, xx = np.mgrid[:512, :512]
+    truth = (yy - 250) ** 2 + (xx - 260) ** 2 < 60**2
+    pred = (yy - 258) ** 2 + (xx - 248) ** 2 < 66**2
+    assert _median_seconds(lambda: metrics.compute(pred, truth, (0.5, 0.5)), 7) < 0.02
+    zz, yy, xx = np.ogrid[:155, :240, :240]
+    truth3 = (zz - 70) ** 2 / 4 + (yy - 120) ** 2 + (xx - 110) ** 2 < 35**2
+    pred3 = (zz - 74) ** 2 / 4 + (yy - 116) ** 2 + (xx - 118) ** 2 < 33**2
+    assert _median_seconds(lambda: metrics.compute(pred3, truth3, (1.0, 1.0, 1.0)), 3) < 1.0
