@@ -36,6 +36,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_segloss.train import Recipe, train
+
+    try:
+        loss_args = json.loads(args.loss_args) if args.loss_args else {}
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--loss-args is not valid JSON: {exc}") from None
+    if not isinstance(loss_args, dict):
+        raise CLIError("--loss-args must be a JSON object, e.g. '{\"gamma\": 2}'")
+    recipe = Recipe(epochs=args.epochs, patch=args.patch, batch=args.batch, seed=args.seed)
+    try:
+        result = train(args.loss, out=args.out, loss_args=loss_args, data=args.data, recipe=recipe,
+                       device=args.device, name=args.name, resume=args.resume)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from None
+    dice = result.card.get("test_metrics", {}).get("dice")
+    print(f"saved {result.path}" + (f" (test Dice {dice:.3f})" if isinstance(dice, float) else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -49,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the whole window and exit")
     demo.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D volume sample")
     demo.set_defaults(handler=_cmd_demo)
+
+    tr = sub.add_parser("train", help="train a checkpoint with one loss (the bundled checkpoints' recipe)")
+    tr.add_argument("--loss", required=True, help="loss name (see napari_segloss.losses.available())")
+    tr.add_argument("--loss-args", metavar="JSON", help="loss hyper-parameters as a JSON object")
+    tr.add_argument("--data", required=True, metavar="DIR|synthetic",
+                    help="'synthetic' or a folder of x.png + x_mask.png pairs (or images/ + masks/)")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--patch", type=int, default=128, help="network input size in pixels")
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
+    tr.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.safetensors + <name>.json")
+    tr.add_argument("--name", help="checkpoint name (default: the loss name)")
+    tr.add_argument("--resume", action="store_true", help="continue from <out>/<name>.resume.pt")
+    tr.set_defaults(handler=_cmd_train)
     return parser
 
 

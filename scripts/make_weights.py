@@ -1,0 +1,61 @@
+"""Train every loss of the catalogue with the one shared recipe into ``weights/``.
+
+Usage: ``python scripts/make_weights.py [--out weights] [--only NAME ...] [--force]``
+(``make weights`` runs it with the defaults). A loss whose checkpoint (``<name>.json`` and
+``<name>.safetensors``) already exists is skipped, and an interrupted loss resumes from its
+``<name>.resume.pt`` state, so re-running the script continues where it stopped. At the end it
+prints the wall-clock and CPU time of this run (all threads) and a one-line summary per loss.
+A loss that fails (diverges to NaN, raises) is reported and the script goes on with the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from napari_segloss.losses import available
+from napari_segloss.paths import weights_dir
+from napari_segloss.train.loop import Recipe, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the missing checkpoints; returns 1 if any loss failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=weights_dir(), help="checkpoint folder (default: weights/)")
+    parser.add_argument("--only", nargs="*", help="train only these losses")
+    parser.add_argument("--force", action="store_true", help="retrain losses that already have a checkpoint")
+    parser.add_argument("--device", default="cpu", help="training device (default cpu, as the bundled set)")
+    args = parser.parse_args(argv)
+
+    names = args.only or available()
+    recipe = Recipe()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    failed: list[str] = []
+    for i, name in enumerate(names, 1):
+        done = (args.out / f"{name}.json").exists() and (args.out / f"{name}.safetensors").exists()
+        if done and not args.force:
+            print(f"[{i}/{len(names)}] {name}: checkpoint exists, skipped", flush=True)
+            continue
+        tic, ctic = time.perf_counter(), time.process_time()
+        try:
+            result = train(name, out=args.out, recipe=recipe, device=args.device, resume=not args.force,
+                           progress=sys.stderr.isatty())
+        except Exception:  # a failing loss is a finding: report it, go on with the others
+            failed.append(name)
+            print(f"[{i}/{len(names)}] {name}: FAILED\n{traceback.format_exc()}", flush=True)
+            continue
+        m = result.card.get("test_metrics", {})
+        print(f"[{i}/{len(names)}] {name}: test Dice {m.get('dice')!s:.6} "
+              f"(val {result.history[-1]['val_dice']:.3f}), empty-slice FP {m.get('empty_slice_false_positives')}, "
+              f"{time.perf_counter() - tic:.0f} s wall, {time.process_time() - ctic:.0f} s CPU", flush=True)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(f"total: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU (all threads) for this run; "
+          f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Training data: the pre-rendered synthetic splits, folders of image/mask pairs, augmentation.
+
+Every loss trains on the same arrays: the synthetic slices are rendered once (256x256, then
+downsampled by ``factor`` with 2x2 block means, so the pixel spacing in mm doubles) into a
+cache file ``.cache/synthetic_<hash>.npz`` whose hash covers the generator's source code and
+every rendering parameter. Images are normalised with the checkpoint card's ``normalization``
+spec (:func:`napari_segloss.preprocess.normalize`) per slice, exactly as at inference.
+
+Augmentation (:class:`Augment`) is one recipe for every loss and is driven only by the numpy
+generator it is given, so a run is deterministic on CPU given its seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from napari_segloss.preprocess import DEFAULT_NORMALIZATION, normalize, to_grayscale
+
+#: file suffixes accepted in a folder dataset
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg")
+#: tumour-free slices have this kind
+NO_TUMOUR = "none"
+
+
+@dataclass
+class SliceSet:
+    """A stack of 2-D training/evaluation slices at the network's input size.
+
+    Attributes:
+        images: float32 ``(N, H, W)`` normalised intensities (about [0, 1]).
+        masks: bool ``(N, H, W)`` binary tumour masks.
+        spacing: float ``(N, 2)`` pixel spacing in mm (row, column) after resampling.
+        kinds: tumour kind per slice (``"meningioma" | "glioma" | "pituitary" | "none"``, or
+            ``"unknown"`` for folder data with a non-empty mask).
+        names: an identifier per slice (``"seed<N>"`` or the file stem).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    spacing: np.ndarray
+    kinds: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> SliceSet:
+        """The slices at ``index`` (a new :class:`SliceSet`)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return SliceSet(
+            self.images[idx], self.masks[idx], self.spacing[idx],
+            [self.kinds[i] for i in idx], [self.names[i] for i in idx],
+        )
+
+
+@dataclass
+class VolumeSet:
+    """Whole 3-D test volumes, in-plane downsampled like the slices.
+
+    Attributes:
+        images: float32 ``(V, D, H, W)`` normalised per volume.
+        masks: bool ``(V, D, H, W)``.
+        spacing: ``(V, 3)`` voxel spacing in mm (slice, row, column).
+        kinds: tumour kind per volume.
+        names: ``"vol_seed<N>"`` per volume.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    spacing: np.ndarray
+    kinds: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class Splits:
+    """Train / validation / test slices (and optional test volumes) plus how they were made."""
+
+    train: SliceSet
+    val: SliceSet
+    test: SliceSet | None
+    volumes: VolumeSet | None
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block-mean downsampling of the last two axes by an integer ``factor`` (float32 out).
+
+    Trailing rows/columns that do not fill a block are dropped.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return arr
+    h, w = arr.shape[-2] // factor, arr.shape[-1] // factor
+    arr = arr[..., : h * factor, : w * factor]
+    return arr.reshape(*arr.shape[:-2], h, factor, w, factor).mean(axis=(-3, -1))
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Downsample a binary mask by block means thresholded at 0.5 (area-preserving on average)."""
+    return downsample(np.asarray(mask, dtype=np.float32), factor) >= 0.5
+
+
+def _generator_fingerprint() -> str:
+    """Hash of every file of the synthetic generator's package (code and template data)."""
+    from napari_segloss.data import synthetic
+
+    digest = hashlib.sha256()
+    folder = Path(synthetic.__file__).parent
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _render_slices(seeds: Sequence[int], size: int, factor: int) -> dict[str, np.ndarray]:
+    from napari_segloss.data.synthetic import generate_slice
+
+    images, masks, spacing, kinds = [], [], [], []
+    for seed in seeds:
+        s = generate_slice(int(seed), size)
+        images.append(np.round(downsample(s.image, factor)).astype(np.uint16))
+        masks.append(downsample_mask(s.mask, factor))
+        spacing.append([float(v) * factor for v in s.spacing[-2:]])
+        kinds.append(s.kind if s.mask.any() else NO_TUMOUR)
+    return {
+        "images": np.stack(images), "masks": np.stack(masks),
+        "spacing": np.asarray(spacing, dtype=np.float64), "kinds": np.asarray(kinds),
+        "seeds": np.asarray(seeds, dtype=np.int64),
+    }
+
+
+def _render_volumes(seeds: Sequence[int], shape: tuple[int, int, int], factor: int) -> dict[str, np.ndarray]:
+    from napari_segloss.data.synthetic import generate_volume
+
+    images, masks, spacing, kinds = [], [], [], []
+    for seed in seeds:
+        v = generate_volume(int(seed), shape)
+        images.append(np.round(downsample(v.image, factor)).astype(np.uint16))
+        masks.append(downsample_mask(v.mask, factor))
+        sz, sy, sx = (float(x) for x in v.spacing)
+        spacing.append([sz, sy * factor, sx * factor])
+        kinds.append(v.kind if v.mask.any() else NO_TUMOUR)
+    return {
+        "images": np.stack(images), "masks": np.stack(masks),
+        "spacing": np.asarray(spacing, dtype=np.float64), "kinds": np.asarray(kinds),
+        "seeds": np.asarray(seeds, dtype=np.int64),
+    }
+
+
+def _slice_set(raw: Mapping[str, np.ndarray], prefix: str, norm: Mapping[str, Any]) -> SliceSet:
+    images = np.stack([normalize(im, norm) for im in raw[f"{prefix}_images"]]).astype(np.float32)
+    return SliceSet(
+        images, raw[f"{prefix}_masks"].astype(bool), raw[f"{prefix}_spacing"],
+        [str(k) for k in raw[f"{prefix}_kinds"]], [f"seed{int(s)}" for s in raw[f"{prefix}_seeds"]],
+    )
+
+
+def synthetic_splits(
+    n_train: int = 960,
+    n_val: int = 64,
+    n_test: int = 200,
+    *,
+    size: int = 256,
+    factor: int = 2,
+    n_volumes: int = 4,
+    volume_shape: tuple[int, int, int] = (48, 256, 256),
+    base_seed: int = 0,
+    normalization: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Splits:
+    """The fixed synthetic train/val/test splits, rendered once and cached.
+
+    Args:
+        n_train, n_val, n_test: numbers of 2-D slices per split (seeds from
+            :func:`napari_segloss.data.synthetic.split_seeds`, disjoint per split).
+        size: rendering size (``size x size`` pixels) before downsampling.
+        factor: integer downsampling factor; the network sees ``size // factor`` pixels and a
+            pixel spacing ``factor`` times the generator's (mm).
+        n_volumes: number of whole test volumes (seeds after the test slices' seeds).
+        volume_shape: ``(D, H, W)`` rendering shape of each test volume (downsampled in-plane).
+        base_seed: passed to ``split_seeds``.
+        normalization: :func:`napari_segloss.preprocess.normalize` spec (default percentile).
+        cache_dir: folder of the ``synthetic_<hash>.npz`` cache (default ``.cache`` in the
+            current directory, or ``$NAPARI_SEGLOSS_CACHE``).
+    Returns:
+        :class:`Splits`; ``description`` records the parameters and the cache hash for the card.
+    """
+    import os
+
+    from napari_segloss.data.synthetic import split_seeds
+
+    norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+    params = {
+        "generator": _generator_fingerprint(), "n_train": n_train, "n_val": n_val, "n_test": n_test,
+        "size": size, "factor": factor, "n_volumes": n_volumes, "volume_shape": list(volume_shape),
+        "base_seed": base_seed,
+    }
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(cache_dir or os.environ.get("NAPARI_SEGLOSS_CACHE", ".cache"))
+    path = folder / f"synthetic_{key}.npz"
+    if not path.exists():
+        arrays: dict[str, np.ndarray] = {}
+        test_seeds = split_seeds("test", n_test + n_volumes, base_seed)
+        for prefix, seeds in (("train", split_seeds("train", n_train, base_seed)),
+                              ("val", split_seeds("val", n_val, base_seed)),
+                              ("test", test_seeds[:n_test])):
+            arrays.update({f"{prefix}_{k}": v for k, v in _render_slices(seeds, size, factor).items()})
+        if n_volumes:
+            vols = _render_volumes(test_seeds[n_test:], volume_shape, factor)
+            arrays.update({f"vol_{k}": v for k, v in vols.items()})
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    with np.load(path) as raw:
+        volumes = None
+        if n_volumes:
+            vol_images = np.stack([normalize(v, norm) for v in raw["vol_images"]]).astype(np.float32)
+            volumes = VolumeSet(
+                vol_images, raw["vol_masks"].astype(bool), raw["vol_spacing"],
+                [str(k) for k in raw["vol_kinds"]], [f"vol_seed{int(s)}" for s in raw["vol_seeds"]],
+            )
+        splits = Splits(
+            _slice_set(raw, "train", norm), _slice_set(raw, "val", norm), _slice_set(raw, "test", norm),
+            volumes,
+        )
+    splits.description = {"source": "synthetic", "cache": path.name, "normalization": norm, **params}
+    return splits
+
+
+def _pair_files(folder: Path) -> list[tuple[Path, Path]]:
+    """Image/mask pairs: ``x.ext`` + ``x_mask.ext`` in one folder, or ``images/`` + ``masks/``."""
+    def listing(d: Path) -> dict[str, Path]:
+        return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        images, masks = listing(folder / "images"), listing(folder / "masks")
+        masks = {stem.removesuffix("_mask"): p for stem, p in masks.items()}
+        pairs = [(images[s], masks[s]) for s in images if s in masks]
+    else:
+        files = listing(folder)
+        pairs = [(p, files[f"{s}_mask"]) for s, p in files.items()
+                 if not s.endswith("_mask") and f"{s}_mask" in files]
+    if not pairs:
+        raise ValueError(f"{folder}: no image/mask pairs (expected x.png + x_mask.png, or images/ + masks/)")
+    return pairs
+
+
+def _as_slices(scan: Any) -> tuple[np.ndarray, tuple[float, float]]:
+    """A Scan's data as grey ``(N, H, W)`` slices and the in-plane spacing (mm)."""
+    spatial = len(scan.spacing)
+    data = to_grayscale(scan.data, rgb=scan.data.ndim == spatial + 1)
+    if data.ndim == 2:
+        data = data[None]
+    return data, (float(scan.spacing[-2]), float(scan.spacing[-1]))
+
+
+def _resize(image: np.ndarray, shape: tuple[int, int], *, order: int) -> np.ndarray:
+    zoom = (shape[0] / image.shape[0], shape[1] / image.shape[1])
+    if zoom == (1.0, 1.0):
+        return image.astype(np.float32)
+    if order > 0 and min(zoom) < 1.0:  # anti-alias before shrinking
+        image = ndimage.gaussian_filter(image, [max(0.0, (1 / z - 1) / 2) for z in zoom])
+    out = ndimage.zoom(image.astype(np.float32), zoom, order=order, grid_mode=True, mode="grid-constant")
+    return out[: shape[0], : shape[1]]
+
+
+def folder_splits(
+    folder: str | Path,
+    *,
+    patch: int = 128,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    normalization: Mapping[str, Any] | None = None,
+) -> Splits:
+    """Train/val splits from a folder of image/mask pairs (PNG, TIFF or DICOM).
+
+    Each image is read with :func:`napari_segloss.io.read_scans`, made grey, split into 2-D
+    slices if it is a volume, normalised, and resized to ``patch x patch`` (the spacing is
+    rescaled accordingly). A mask is foreground where it is non-zero. A seeded permutation
+    puts ``val_fraction`` of the slices (at least one) into validation; there is no test split.
+    """
+    from napari_segloss.io import read_scans
+
+    norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+    images, masks, spacing, kinds, names = [], [], [], [], []
+    for image_path, mask_path in _pair_files(Path(folder)):
+        img, sp = _as_slices(read_scans(image_path)[0])
+        msk, _ = _as_slices(read_scans(mask_path)[0])
+        if img.shape != msk.shape:
+            raise ValueError(f"{mask_path}: mask shape {msk.shape} != image shape {img.shape}")
+        for i, (im, mk) in enumerate(zip(img, msk)):
+            scale = (im.shape[0] / patch, im.shape[1] / patch)
+            images.append(_resize(normalize(im, norm), (patch, patch), order=1))
+            masks.append(_resize((mk > 0).astype(np.float32), (patch, patch), order=1) >= 0.5)
+            spacing.append([sp[0] * scale[0], sp[1] * scale[1]])
+            kinds.append("unknown" if masks[-1].any() else NO_TUMOUR)
+            names.append(image_path.stem if len(img) == 1 else f"{image_path.stem}_{i}")
+    full = SliceSet(np.stack(images), np.stack(masks), np.asarray(spacing), kinds, names)
+    order = np.random.default_rng(seed).permutation(len(full))
+    n_val = max(1, int(round(val_fraction * len(full)))) if len(full) > 1 else 0
+    train, val = full.subset(order[n_val:]), full.subset(order[:n_val] if n_val else order)
+    description = {"source": "folder", "path": str(Path(folder).resolve()), "n_train": len(train),
+                   "n_val": len(val), "patch": patch, "val_fraction": val_fraction, "normalization": norm}
+    return Splits(train, val, None, None, description)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The one augmentation recipe shared by every loss (2-D slices).
+
+    Geometric: left-right flip with probability ``flip_p`` (brain anatomy is near-symmetric;
+    up-down flips would create impossible anatomy), rotation uniform in
+    ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the image centre
+    (bilinear image, mask resampled bilinearly and thresholded at 0.5, zero padding).
+    Intensity: gamma uniform in ``gamma``, then ``a * x + b`` with ``a`` in ``contrast`` and
+    ``b`` in ``+-brightness``, then Gaussian noise of standard deviation uniform in
+    ``[0, noise]``.
+    """
+
+    flip_p: float = 0.5
+    rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    contrast: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.05
+    noise: float = 0.02
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one ``(H, W)`` float image and its bool mask; returns new arrays."""
+        flip = rng.random() < self.flip_p
+        angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
+        zoom = rng.uniform(*self.scale)
+        gamma = rng.uniform(*self.gamma)
+        a, b = rng.uniform(*self.contrast), rng.uniform(-self.brightness, self.brightness)
+        sigma = rng.uniform(0.0, self.noise)
+        noise = rng.standard_normal(image.shape).astype(np.float32)
+
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        matrix = np.array([[cos, -sin], [sin, cos]])
+        centre = (np.asarray(image.shape) - 1) / 2.0
+        offset = centre - matrix @ centre
+        img = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
+        msk = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, order=1, mode="constant") >= 0.5
+        if flip:
+            img, msk = img[:, ::-1], msk[:, ::-1]
+        img = np.clip(img, 0.0, None) ** gamma * a + b + sigma * noise
+        return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (for the model card's recipe)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def epoch_batches(
+    n: int, batch: int, seed: int, epoch: int, *, rank: int = 0, world: int = 1,
+) -> Iterator[tuple[np.ndarray, np.random.Generator]]:
+    """Batches of indices for one epoch, each with its own augmentation generator.
+
+    The permutation and every batch's generator derive from ``(seed, epoch, batch number)``
+    only, so an epoch is reproduced exactly after a resume. With ``world > 1`` each rank takes
+    every ``world``-th index of each global batch of ``batch * world`` indices (DDP sharding).
+    The incomplete last batch is dropped (``n // (batch * world)`` batches).
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    step = batch * world
+    for k in range(n // step):
+        chunk = order[k * step:(k + 1) * step][rank::world]
+        yield chunk, np.random.default_rng([seed, epoch, k, rank])

@@ -1,0 +1,182 @@
+"""Test-set evaluation of a trained network: metrics, bootstrap intervals, breakdowns, pairing.
+
+Definitions used in every model card and in ``docs/results.md``:
+
+* **Test Dice** (the headline number) = mean, over the test slices that contain tumour, of the
+  per-slice Dice of the thresholded prediction (probability >= 0.5) at the network's input
+  resolution; a missed tumour counts as Dice 0. IoU, sensitivity, specificity, precision and
+  HD95 (mm) are averaged over the same slices (NaN cases, e.g. HD95 of an empty prediction, are
+  left out and counted in ``n_undefined``).
+* **False alarms** are reported separately on the tumour-free slices: the number of such
+  slices with any predicted pixel and the mean predicted area there (mm^2).
+* 95% intervals are percentile bootstraps over test images (slices or volumes).
+* Size classes are tertiles of the tumour area (mm^2) of the fixed test slices.
+* 3-D: whole test volumes are predicted slice by slice and scored as volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_segloss.metrics import compute
+
+#: per-image metrics kept from :func:`napari_segloss.metrics.compute` (card name -> metrics key)
+SCORES = {"dice": "dice", "iou": "iou", "sensitivity": "recall", "specificity": "specificity",
+          "precision": "precision", "hd95": "hd95"}
+N_BOOT = 2000
+THRESHOLD = 0.5
+
+
+@torch.no_grad()
+def predict_slices(model: torch.nn.Module, images: np.ndarray, *, batch: int = 32,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """Foreground probabilities of ``images`` float32 ``(N, H, W)`` -> float32 ``(N, H, W)``."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch]))[:, None].to(device)
+        out.append(torch.sigmoid(model(x).float())[:, 0].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros_like(images)
+
+
+def overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean per-slice Dice and IoU over the slices of ``truth`` ``(N, H, W)`` that contain tumour.
+
+    A quick validation score (no surface distances); NaN when no slice has tumour.
+    """
+    axes = tuple(range(1, truth.ndim))
+    keep = truth.any(axis=axes)
+    if not keep.any():
+        return {"dice": float("nan"), "iou": float("nan")}
+    p, t = pred[keep], truth[keep]
+    tp = (p & t).sum(axis=axes)
+    size = p.sum(axis=axes) + t.sum(axis=axes)
+    return {"dice": float(np.mean(2 * tp / size)), "iou": float(np.mean(tp / (size - tp)))}
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped first)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))
+    means = v[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def summarise(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """``{"mean", "ci95", "n", "n_undefined"}`` of per-image values (NaN = undefined)."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    mean = float(v[finite].mean()) if finite.any() else float("nan")
+    return {"mean": mean, "ci95": list(bootstrap_ci(v, seed=seed)), "n": int(finite.sum()),
+            "n_undefined": int((~finite).sum())}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
+    """Mean of ``a - b`` over images where both are defined, with a paired bootstrap interval."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    s = summarise(d, seed=seed)
+    return {"diff": s["mean"], "ci95": s["ci95"], "n": s["n"]}
+
+
+def image_scores(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """The :data:`SCORES` of one image (2-D slice or 3-D volume) plus predicted area/volume (mm^n)."""
+    m = compute(pred, truth, spacing=tuple(float(s) for s in spacing))
+    row = {k: float(m[src]) for k, src in SCORES.items()}
+    row["pred_size"] = float(pred.sum() * np.prod(spacing))
+    row["truth_size"] = float(truth.sum() * np.prod(spacing))
+    return row
+
+
+def size_thresholds(masks: np.ndarray, spacing: np.ndarray) -> list[float]:
+    """Tertiles (mm^2) of the tumour areas of the slices that contain tumour."""
+    areas = masks.sum(axis=(1, 2)) * np.prod(spacing, axis=1)
+    areas = areas[areas > 0]
+    return [float(q) for q in np.quantile(areas, [1 / 3, 2 / 3])] if areas.size else [0.0, 0.0]
+
+
+def size_class(area: float, thresholds: Sequence[float]) -> str:
+    """``"small" | "medium" | "large"`` for a tumour area (mm^2) given the tertile thresholds."""
+    return "small" if area <= thresholds[0] else "medium" if area <= thresholds[1] else "large"
+
+
+def score_slices(prob: np.ndarray, truth: np.ndarray, spacing: np.ndarray, kinds: Sequence[str],
+                 thresholds: Sequence[float]) -> list[dict[str, Any]]:
+    """Per-slice rows: scores, ``tumour`` flag, ``kind``, ``size`` class, false-alarm area (mm^2)."""
+    rows = []
+    for p, t, sp, kind in zip(prob >= THRESHOLD, truth, spacing, kinds):
+        row: dict[str, Any] = image_scores(p, t, sp)
+        row["tumour"] = bool(t.any())
+        row["kind"] = kind
+        row["size"] = size_class(row["truth_size"], thresholds) if row["tumour"] else "none"
+        rows.append(row)
+    return rows
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """Card metrics from per-slice (or per-volume) rows of :func:`score_slices`.
+
+    Flat keys ``dice, iou, sensitivity, specificity, precision, hd95`` hold means over images with
+    tumour; ``ci95`` their intervals; ``empty_slice_false_positives`` counts tumour-free images
+    with any predicted pixel; ``breakdown`` holds Dice per kind and size class.
+    """
+    tumour = [r for r in rows if r["tumour"]]
+    empty = [r for r in rows if not r["tumour"]]
+    out: dict[str, Any] = {"n_images": len(rows), "n_tumour": len(tumour), "n_tumour_free": len(empty)}
+    out["ci95"] = {}
+    for key in SCORES:
+        s = summarise([r[key] for r in tumour], seed=seed)
+        out[key] = s["mean"]
+        out["ci95"][key] = s["ci95"]
+        if s["n_undefined"]:
+            out.setdefault("n_undefined", {})[key] = s["n_undefined"]
+    alarms = np.array([r["pred_size"] > 0 for r in empty], dtype=np.float64)
+    out["empty_slice_false_positives"] = int(alarms.sum())
+    out["empty_slice_fp_rate"] = summarise(alarms, seed=seed) if empty else None
+    out["empty_slice_fp_area_mm2"] = float(np.mean([r["pred_size"] for r in empty])) if empty else float("nan")
+    breakdown: dict[str, Any] = {}
+    for field in ("kind", "size"):
+        groups = sorted({r[field] for r in tumour})
+        breakdown[field] = {g: summarise([r["dice"] for r in tumour if r[field] == g], seed=seed) for g in groups}
+    out["breakdown"] = breakdown
+    return out
+
+
+def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device = "cpu",
+             seed: int = 0) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Evaluate on ``splits.test`` slices and ``splits.volumes`` (both may be ``None``).
+
+    Returns ``(test_metrics, rows)``: the card's ``test_metrics`` (2-D slice metrics at the top
+    level, ``"volumes"`` for 3-D, ``"definition"`` in words) and the per-image rows
+    (``{"slices": [...], "volumes": [...]}``) for paired comparisons.
+    """
+    metrics: dict[str, Any] = {"definition": __doc__.split("Definitions used", 1)[1].strip()}
+    rows: dict[str, list[dict[str, Any]]] = {"slices": [], "volumes": []}
+    test = splits.test
+    if test is not None and len(test):
+        thresholds = size_thresholds(test.masks, test.spacing)
+        prob = predict_slices(model, test.images, device=device)
+        rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
+        for row, name in zip(rows["slices"], test.names):
+            row["name"] = name
+        metrics.update(aggregate(rows["slices"], seed=seed))
+        metrics["size_thresholds_mm2"] = thresholds
+    vols = splits.volumes
+    if vols is not None and len(vols):
+        for image, truth, spacing, kind, name in zip(vols.images, vols.masks, vols.spacing, vols.kinds, vols.names):
+            pred = predict_slices(model, image, device=device) >= THRESHOLD
+            row: dict[str, Any] = image_scores(pred, truth, spacing)
+            row.update(tumour=bool(truth.any()), kind=kind, size="volume", name=name)
+            rows["volumes"].append(row)
+        vol = aggregate(rows["volumes"], seed=seed)
+        vol.pop("breakdown")
+        metrics["volumes"] = vol
+    return metrics, rows

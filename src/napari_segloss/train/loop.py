@@ -1,0 +1,347 @@
+"""The training loop: one recipe for every loss, resumable, optionally distributed.
+
+:func:`train` builds the shared network, the loss (``napari_segloss.losses.build``) and its
+:class:`~napari_segloss.train.extras.Extras`, trains for ``recipe.epochs`` epochs with AdamW and
+a one-cycle schedule, validates after each epoch (mean per-slice Dice/IoU over validation slices
+with tumour), and writes the released checkpoint with
+:func:`napari_segloss.checkpoints.save_checkpoint` (fp16 safetensors + model card).
+
+Resume state (``<out>/<name>.resume.pt``, written after every epoch): model, optimiser,
+scheduler and loss state dicts, history and RNG state -- tensors and plain containers only,
+saved with ``torch.save`` and read with ``torch.load(weights_only=True)``. It is deleted once
+the checkpoint is written. Augmentation and batch order derive from ``(seed, epoch)``, so a
+resumed run continues exactly where the interrupted one stopped.
+
+Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), the model is wrapped in
+``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU), each rank takes its share of every
+global batch, and only rank 0 validates into the history, prints and writes files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_segloss.train.data import Augment, Splits, epoch_batches
+from napari_segloss.train.evaluate import THRESHOLD, overlap, predict_slices
+from napari_segloss.train.extras import Extras
+
+
+@dataclass
+class Recipe:
+    """The shared training recipe (identical for every bundled checkpoint).
+
+    Attributes:
+        epochs: passes over the training slices.
+        batch: slices per optimiser step (per process under DDP).
+        patch: network input size in pixels (square); synthetic slices are rendered at
+            ``render_size`` and block-averaged down to it.
+        lr: peak learning rate of the one-cycle schedule (AdamW) for the network.
+        loss_lr: peak learning rate of learnable loss parameters (no weight decay).
+        weight_decay: AdamW weight decay of the network.
+        warmup: fraction of the steps spent warming up (one-cycle ``pct_start``).
+        grad_clip: gradient-norm clip (``0`` disables).
+        seed: seed of weight initialisation, batch order and augmentation.
+        n_train, n_val, n_test, n_volumes: synthetic split sizes (slices; test volumes).
+        render_size: synthetic rendering size before downsampling.
+        threads: torch CPU threads.
+        augment: the augmentation parameters.
+    """
+
+    epochs: int = 10
+    batch: int = 16
+    patch: int = 128
+    lr: float = 3e-3
+    loss_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    n_train: int = 960
+    n_val: int = 64
+    n_test: int = 200
+    n_volumes: int = 4
+    render_size: int = 256
+    threads: int = 2
+    augment: Augment = field(default_factory=Augment)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable recipe for the model card."""
+        out = asdict(self)
+        out["augment"] = self.augment.to_dict()
+        out["optimizer"] = "AdamW"
+        out["schedule"] = "OneCycleLR (cosine annealing)"
+        return out
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced: the checkpoint path returned by ``save_checkpoint``
+    (``None`` if stopped early), the card dict as written, and the per-epoch history."""
+
+    path: Path | None
+    card: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, Any]) -> Splits:
+    """``"synthetic"`` -> the cached synthetic splits; otherwise a folder of image/mask pairs."""
+    from napari_segloss.train.data import folder_splits, synthetic_splits
+
+    if str(data) == "synthetic":
+        if recipe.render_size % recipe.patch:
+            raise ValueError(f"render_size {recipe.render_size} is not a multiple of patch {recipe.patch}")
+        return synthetic_splits(recipe.n_train, recipe.n_val, recipe.n_test, size=recipe.render_size,
+                                factor=recipe.render_size // recipe.patch, n_volumes=recipe.n_volumes,
+                                normalization=normalization)
+    return folder_splits(data, patch=recipe.patch, seed=recipe.seed, normalization=normalization)
+
+
+class _WithFeatures(torch.nn.Module):
+    """Wraps a segmentation model so ``forward`` returns ``(logits, features)`` (DDP-friendly)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from napari_segloss.models import forward_with_features
+
+        return forward_with_features(self.model, x)
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """Initialise torch.distributed under torchrun; returns ``(rank, world_size)``."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _device(device: str) -> torch.device:
+    from napari_segloss.models import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return dev
+
+
+def _batch(split: Any, idx: np.ndarray, rng: np.random.Generator, augment: Augment, extras: Extras,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+    """Augmented batch ``(x, y)`` ``(B, 1, H, W)``, precomputed maps, and spacing ``(B, 2)`` mm."""
+    images, masks, maps = [], [], []
+    for i in idx:
+        img, msk = augment(split.images[i], split.masks[i], rng)
+        images.append(img)
+        masks.append(msk)
+        maps.append(extras.sample_maps(msk, split.spacing[i]))
+    x = torch.from_numpy(np.stack(images))[:, None].to(device)
+    y = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None].to(device)
+    batched = {k: torch.from_numpy(np.stack([m[k] for m in maps]))[:, None].to(device) for k in extras.maps}
+    return x, y, batched, split.spacing[idx]
+
+
+def _save_state(path: Path, **state: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _round_to_half(model: torch.nn.Module) -> None:
+    """Round floating-point weights to float16 precision in place, so the test metrics recorded
+    in the card are those of the released fp16 checkpoint."""
+    for value in model.state_dict().values():
+        if torch.is_floating_point(value):
+            value.copy_(value.half().float())
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by ``None`` (strict JSON for the card)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extras: Extras,
+          architecture: Mapping[str, Any], recipe: Recipe, splits: Splits, normalization: Mapping[str, Any],
+          history: list[dict[str, Any]], test_metrics: Mapping[str, Any], world: int) -> dict[str, Any]:
+    from napari_segloss import __version__
+    from napari_segloss.losses import info
+
+    meta = info(loss_name)
+    spacing = [float(v) for v in np.median(splits.train.spacing, axis=0)]
+    notes = []
+    if meta.notes:
+        notes.append(meta.notes)
+    dice = test_metrics.get("dice")
+    if dice is not None and np.isfinite(dice) and dice < 0.1:
+        notes.append(f"Collapsed under the shared recipe: test Dice {dice:.3f} (finding, not hidden).")
+    recipe_dict = {**recipe.to_dict(), "world_size": world, "extras": extras.describe()}
+    return _jsonable({
+        "name": name, "loss": loss_name, "family": meta.family,
+        "loss_hparams": dict(hparams), "loss_state": loss.state(),
+        "architecture": dict(architecture), "input_channels": int(architecture.get("in_channels", 1)),
+        "normalization": dict(normalization), "patch_size": [recipe.patch, recipe.patch],
+        "pixel_spacing_mm": spacing, "recipe": recipe_dict, "data": dict(splits.description),
+        "history": history, "test_metrics": dict(test_metrics), "notes": " ".join(notes),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "project_version": __version__,
+    })
+
+
+def train(
+    loss: str,
+    *,
+    out: str | Path,
+    loss_args: Mapping[str, Any] | None = None,
+    data: str | Path = "synthetic",
+    recipe: Recipe | None = None,
+    device: str = "auto",
+    name: str | None = None,
+    resume: bool = False,
+    architecture: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None,
+) -> TrainResult:
+    """Train one checkpoint with the shared recipe.
+
+    Args:
+        loss: loss name or alias (``napari_segloss.losses.available()``).
+        out: folder of the checkpoint (``<name>.safetensors`` + ``<name>.json``) and of the
+            resume state ``<name>.resume.pt``.
+        loss_args: hyper-parameters overriding the loss's paper defaults (recorded in the card).
+        data: ``"synthetic"`` or a folder of image/mask pairs.
+        recipe: training recipe (default :class:`Recipe`).
+        device: ``"auto" | "cpu" | "cuda[:i]" | "mps"``.
+        name: checkpoint name (default: the canonical loss name).
+        resume: continue from ``<out>/<name>.resume.pt`` if it exists.
+        architecture: model architecture dict (default ``models.DEFAULT_ARCHITECTURE``).
+        progress: show a tqdm bar with the running loss and the validation Dice.
+        on_epoch_end: called with each epoch's history row; returning ``False`` stops after
+            saving the resume state (no checkpoint is written, ``path`` is ``None``).
+    Returns:
+        :class:`TrainResult`.
+    """
+    from tqdm.auto import tqdm
+
+    from napari_segloss.checkpoints import ModelCard, save_checkpoint
+    from napari_segloss.losses import build, info, resolve
+    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+    from napari_segloss.preprocess import DEFAULT_NORMALIZATION
+    from napari_segloss.train.evaluate import evaluate
+
+    recipe = recipe or Recipe()
+    architecture = dict(architecture or DEFAULT_ARCHITECTURE)
+    loss_name = resolve(loss)
+    name = name or loss_name
+    hparams = {**info(loss_name).defaults, **(loss_args or {})}
+    normalization = dict(DEFAULT_NORMALIZATION)
+    out = Path(out)
+    torch.set_num_threads(recipe.threads)
+    dev = _device(device)
+    rank, world = _distributed(dev)
+
+    splits = load_splits(data, recipe, normalization)
+    torch.manual_seed(recipe.seed)
+    model = build_model(architecture).to(dev)
+    criterion = build(loss_name, **(loss_args or {})).to(dev)
+    extras = Extras(criterion, info(loss_name).needs)
+    extras.fit(list(splits.train.masks))
+    net: torch.nn.Module = _WithFeatures(model)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    groups = [{"params": list(model.parameters()), "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
+    loss_params = [p for p in criterion.parameters() if p.requires_grad]
+    if loss_params:
+        groups.append({"params": loss_params, "lr": recipe.loss_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups)
+    steps = len(splits.train) // (recipe.batch * world)
+    if steps == 0:
+        raise ValueError(f"{len(splits.train)} training slices are fewer than one batch of {recipe.batch * world}")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=recipe.epochs * steps,
+        pct_start=recipe.warmup, anneal_strategy="cos",
+    )
+
+    state_path = out / f"{name}.resume.pt"
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        criterion.load_state_dict(state["loss"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history, start = list(state["history"]), int(state["epoch"]) + 1
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    bar = tqdm(total=recipe.epochs * steps, initial=start * steps, desc=name, disable=not progress or rank > 0,
+               dynamic_ncols=True)
+    for epoch in range(start, recipe.epochs):
+        tic = time.perf_counter()
+        extras.start_epoch(epoch, recipe.epochs)
+        net.train()
+        total, count = 0.0, 0
+        for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
+            x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, extras, dev)
+            logits, features = extras.forward(net, x)
+            kwargs = extras.call_kwargs(maps=maps, features=features, model=model,
+                                        spacing=np.median(spacing, axis=0), epoch=epoch)
+            value = criterion(logits, y, **kwargs)
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"{name}: loss became {value.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            if recipe.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total, count = total + float(value.detach()), count + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}", val_dice=f"{history[-1]['val_dice']:.3f}" if history else "-")
+        prob = predict_slices(model, splits.val.images, device=dev)
+        scores = overlap(prob >= THRESHOLD, splits.val.masks)
+        row = {"epoch": epoch, "train_loss": total / count, "val_dice": scores["dice"], "val_iou": scores["iou"],
+               "seconds": time.perf_counter() - tic}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
+        if rank == 0:
+            _save_state(state_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), loss=criterion.state_dict(), rng={"torch": torch.get_rng_state()},
+                        history=history, epoch=epoch)
+        if on_epoch_end is not None and on_epoch_end(dict(row)) is False:
+            bar.close()
+            return TrainResult(None, {}, history)
+    bar.close()
+
+    _round_to_half(model)
+    test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed)
+    card = _card(name, loss_name, hparams, criterion, extras, architecture, recipe, splits, normalization,
+                 history, test_metrics, world)
+    path = None
+    if rank == 0:
+        path = save_checkpoint(model, ModelCard.from_dict(card), out)
+        card = json.loads((out / f"{name}.json").read_text())
+        state_path.unlink(missing_ok=True)
+    return TrainResult(path, card, history)
