@@ -138,6 +138,7 @@ class ExpLogLoss(SegLoss):
         self.class_weights = ((1.0 - frequency) ** -0.5, frequency**-0.5)
 
     def state(self) -> dict[str, Any]:
+        """Fitted foreground frequency (``None`` before :meth:`fit_dataset`) and class weights."""
         return {"foreground_frequency": self.foreground_frequency, "class_weights": list(self.class_weights)}
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
@@ -366,7 +367,14 @@ class CALFLoss(SegLoss):
             self.kurtosis = float(stats.kurtosis(areas))
 
     def state(self) -> dict[str, Any]:
-        return {"skewness": self.skewness, "kurtosis": self.kurtosis, "n_images": self.n_images, "branch": self.branch}
+        """S, K (``None`` when undefined), the number of non-empty masks and the branch in use."""
+        defined = not math.isnan(self.skewness)
+        return {
+            "skewness": self.skewness if defined else None,
+            "kurtosis": self.kurtosis if defined else None,
+            "n_images": self.n_images,
+            "branch": self.branch,
+        }
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
         branch = self.branch
