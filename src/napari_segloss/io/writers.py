@@ -104,6 +104,12 @@ def _png_array(data: np.ndarray) -> np.ndarray:
     return data.astype(np.uint16)
 
 
+def _write_png(tmp: Path, data: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(data).save(tmp, format="PNG")
+
+
 def _write_tiff(tmp: Path, data: np.ndarray, spacing: tuple[float, ...]) -> None:
     import tifffile
 
@@ -116,10 +122,14 @@ def _write_tiff(tmp: Path, data: np.ndarray, spacing: tuple[float, ...]) -> None
         metadata: dict[str, Any] = {"unit": "mm", "axes": "ZYX" if data.ndim == 3 else "YX"}
         if data.ndim == 3:
             metadata["spacing"] = spacing[0]
-        tifffile.imwrite(tmp, data, imagej=True, resolution=resolution, metadata=metadata, compression="zlib")
+        tifffile.imwrite(
+            tmp, data, imagej=True, resolution=resolution, metadata=metadata, photometric="minisblack",
+            compression="zlib",
+        )
     else:  # ImageJ has no int16/int32/float64 pages: tifffile's JSON description carries the spacing
         tifffile.imwrite(
-            tmp, data, resolution=resolution, metadata={"spacing": list(spacing), "unit": "mm"}, compression="zlib"
+            tmp, data, resolution=resolution, metadata={"spacing": list(spacing), "unit": "mm"},
+            photometric="minisblack", compression="zlib",
         )
 
 
@@ -130,8 +140,10 @@ def _write_nifti(tmp: Path, data: np.ndarray, spacing: tuple[float, ...]) -> Non
         raise ImportError("writing NIfTI needs the 'nibabel' package: pip install nibabel") from exc
     if data.ndim not in (2, 3):
         raise ValueError(f"NIfTI holds a 2D (H, W) or 3D (Z, H, W) array, got shape {data.shape}")
-    # numpy (Z, Y, X) -> NIfTI (i, j, k) = (X, Y, Z); the affine carries the voxel size in mm
-    affine = np.diag([*reversed(spacing), *([1.0] * (4 - data.ndim))])
+    # numpy (Z, Y, X) -> NIfTI (i, j, k) = (X, Y, Z) with LPS axes as DICOM (x to the patient's
+    # left, y posterior): NIfTI's world is RAS, so the x and y voxel sizes get a minus sign
+    sizes = [*reversed(spacing), *([1.0] * (3 - data.ndim))]
+    affine = np.diag([-sizes[0], -sizes[1], sizes[2], 1.0])
     image = nib.Nifti1Image(np.ascontiguousarray(data.T), affine)
     image.header.set_xyzt_units("mm")
     nib.save(image, tmp)
@@ -161,10 +173,8 @@ def write_array(
     suffix = _suffix(path)
     arr = np.asarray(data)
     if suffix == ".png":
-        import imageio.v3 as iio
-
         png = _png_array(arr)
-        return _atomic_write(path, lambda tmp: iio.imwrite(tmp, png, extension=".png"), overwrite=overwrite)
+        return _atomic_write(path, lambda tmp: _write_png(tmp, png), overwrite=overwrite)
     if suffix not in ARRAY_SUFFIXES:
         raise ValueError(f"{path}: unsupported extension {suffix!r}; supported: {', '.join(ARRAY_SUFFIXES)}")
     arr = _compact_integers(arr.astype(np.uint8) if arr.dtype == bool else arr)
@@ -176,14 +186,12 @@ def write_array(
 
 def write_rgb_png(path: str | os.PathLike, rgb_uint8: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write an ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 rendering as PNG."""
-    import imageio.v3 as iio
-
     arr = np.asarray(rgb_uint8)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] not in (3, 4):
         raise ValueError(f"expected (H, W, 3|4) uint8, got shape {arr.shape} dtype {arr.dtype}")
     if _suffix(Path(path)) != ".png":
         raise ValueError(f"{path}: write_rgb_png writes .png files")
-    return _atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".png"), overwrite=overwrite)
+    return _atomic_write(path, lambda tmp: _write_png(tmp, arr), overwrite=overwrite)
 
 
 def write_csv(path: str | os.PathLike, rows: list[Mapping[str, Any]], *, overwrite: bool = False) -> Path:
