@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from napari_segloss.losses import _functional as fn
-from napari_segloss.losses._registry import LossInfo, register
+from napari_segloss.losses._registry import LossInfo, build, register
 from napari_segloss.losses.base import SegLoss
 
 #: probabilities are clamped to [EPS, 1 − EPS] where a formula needs it (CALF, Exp-Log)
@@ -257,30 +257,29 @@ class DiceFocalLoss(SegLoss):
             "Analysis 71 (2021) 102035. arXiv:2005.13449 (nnU-Net's DC_and_topk_loss)"
         ),
         defaults={"k": 10.0},
-        bounds={"k": (0.1, 100.0)},
+        bounds={"k": (0.01, 100.0)},
         notes=(
-            "L = Dice + TopK-BCE, 1:1. TopK is the mean BCE over the k% pixels with the largest BCE of each image "
-            "(at least one pixel), averaged over the batch (nnU-Net takes the top k% over the whole batch). Dice "
-            "per image, smoothing 1e-5. Equals build('dice') + build('topk', k=k)."
+            "L = Dice + TopK-BCE, 1:1: the catalogue's dice and topk losses. TopK is the mean BCE over the "
+            "max(1, int(N*k/100)) pixels with the largest BCE of each image, averaged over the batch (nnU-Net takes "
+            "the top k% over the whole batch). Dice per image, smoothing 1e-5."
         ),
         aliases=("DiceTopKLoss", "DC_and_topk_loss"),
-        check="sum of the catalogue's dice and topk losses; torch.topk on BCEWithLogitsLoss(reduction='none')",
+        check="MONAI DiceLoss(sigmoid=True) + sorted torch BCEWithLogitsLoss(reduction='none')",
     )
 )
 class DiceTopKLoss(SegLoss):
-    """Dice + TopK cross-entropy (scalar)."""
+    """Dice + TopK cross-entropy (scalar): the catalogue's ``dice`` and ``topk`` losses, summed."""
 
     name = "dice_topk"
 
     def __init__(self, k: float = 10.0) -> None:
         super().__init__()
         self.k = float(k)
+        self.dice = build("dice")
+        self.topk = build("topk", k=k)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
-        ce = fn.bce_map(logits, target).flatten(1)
-        count = max(1, math.ceil(ce.shape[1] * self.k / 100.0))
-        topk = ce.topk(count, dim=1, sorted=False).values.mean(dim=1)
-        return _dice_loss(torch.sigmoid(logits), target).mean() + topk.mean()
+        return self.dice.compute(logits, target) + self.topk.compute(logits, target)
 
 
 # --------------------------------------------------------------------------------------------
