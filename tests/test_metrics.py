@@ -11,9 +11,6 @@ from scipy import ndimage
 
 from napari_segloss import metrics
 
-monai_metrics = pytest.importorskip("monai.metrics")
-torch = pytest.importorskip("torch")
-sk_metrics = pytest.importorskip("sklearn.metrics")
 
 
 def square(r0: int, r1: int, c0: int, c1: int, shape: tuple[int, int] = (16, 16)) -> np.ndarray:
@@ -101,6 +98,8 @@ def random_blobs(rng: np.random.Generator, shape: tuple[int, ...], sigma: float)
 
 
 def monai_reference(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], tol: float) -> dict:
+    monai_metrics = pytest.importorskip("monai.metrics")
+    torch = pytest.importorskip("torch")
     p = torch.from_numpy(pred[None, None].astype(np.float32))
     t = torch.from_numpy(truth[None, None].astype(np.float32))
     sp = list(spacing)
@@ -118,6 +117,7 @@ def monai_reference(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, .
     return {k: float(v.reshape(-1)[0]) for k, v in ref.items()}
 
 
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")  # inside MONAI itself
 @pytest.mark.parametrize(
     ("shape", "spacing", "sigma", "tol"),
     [((48, 48), (1.0, 1.0), 3.0, 1.0), ((40, 56), (0.5, 0.8), 2.5, 1.5), ((12, 32, 32), (3.0, 0.7, 0.7), 2.0, 1.0)],
@@ -133,6 +133,7 @@ def test_matches_monai_on_random_blobs(shape: tuple[int, ...], spacing: tuple[fl
 
 
 def test_counts_and_scores_match_sklearn() -> None:
+    sk_metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(7)
     pred, truth = random_blobs(rng, (40, 40), 2.0), random_blobs(rng, (40, 40), 2.0)
     y_pred, y_true = pred.ravel(), truth.ravel()
@@ -244,6 +245,7 @@ def test_per_slice() -> None:
 def test_format_value() -> None:
     assert metrics.format_value("dice", NAN) == "n/a"
     assert metrics.format_value("hd95", None) == "n/a"
+    assert metrics.format_value("assd", np.float32("nan")) == "n/a"
     assert metrics.format_value("dice", 2 / 3) == "0.667"
     assert metrics.format_value("specificity", 0.94545) == "0.9455"
     assert metrics.format_value("hd95", 10.93774) == "10.94 mm"

@@ -334,7 +334,7 @@ def format_value(key: str, value: float | int | None, *, ndim: int | None = None
     the mL equivalent for 3D; without ``ndim`` they are bare numbers. Unknown keys use 4
     significant digits.
     """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or math.isnan(float(value)):
         return "n/a"
     if key in _COUNT_KEYS:
         return str(int(value))
