@@ -7,6 +7,7 @@ into an untrained ``torch.nn.Module`` and rejects anything it cannot build offli
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -72,7 +73,10 @@ def build_model(architecture: Mapping[str, Any]) -> torch.nn.Module:
     kwargs = validate_architecture(architecture)
     arch = kwargs.pop("arch")
     try:
-        return smp.create_model(arch, **kwargs)
+        with warnings.catch_warnings():
+            # smp 0.5+ deprecates the "timm-" encoder aliases; the bundled checkpoints' keys use them
+            warnings.filterwarnings("ignore", message="`timm-` encoders are deprecated", category=DeprecationWarning)
+            return smp.create_model(arch, **kwargs)
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."
         raise ValueError(f"cannot build architecture {dict(architecture)!r}: {reason}") from exc
