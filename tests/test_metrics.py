@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -259,23 +258,3 @@ def test_format_value() -> None:
     assert metrics.format_value("other", 1234.5678) == "1235"
     for key, value in metrics.compute(square(4, 10, 6, 12), GT6).items():
         assert metrics.format_value(key, value) != "n/a"
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def test_speed() -> None:
-    yy, xx = np.mgrid[:512, :512]
-    truth = (yy - 250) ** 2 + (xx - 260) ** 2 < 60**2
-    pred = (yy - 258) ** 2 + (xx - 248) ** 2 < 66**2
-    assert _median_seconds(lambda: metrics.compute(pred, truth, (0.5, 0.5)), 7) < 0.02
-    zz, yy, xx = np.ogrid[:155, :240, :240]
-    truth3 = (zz - 70) ** 2 / 4 + (yy - 120) ** 2 + (xx - 110) ** 2 < 35**2
-    pred3 = (zz - 74) ** 2 / 4 + (yy - 116) ** 2 + (xx - 118) ** 2 < 33**2
-    assert _median_seconds(lambda: metrics.compute(pred3, truth3, (1.0, 1.0, 1.0)), 3) < 1.0
