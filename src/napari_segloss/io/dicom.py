@@ -384,6 +384,14 @@ def _seg_slices(ds: Dataset, stored: np.ndarray) -> tuple[list[_Slice], list[dic
     return list(merged.values()), segments
 
 
+def _plane(orientation: np.ndarray | None) -> str:
+    """axial / coronal / sagittal / oblique from the slice normal (patient axes x, y, z)."""
+    if orientation is None:
+        return "no geometry"
+    normal = np.abs(np.cross(orientation[:3], orientation[3:]))
+    return ("sagittal", "coronal", "axial")[int(normal.argmax())] if normal.max() > 0.9 else "oblique"
+
+
 def _warn_skipped(problems: list[str], where: object) -> None:
     listed = "; ".join(problems[:_MAX_LISTED])
     more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
@@ -415,8 +423,8 @@ def _series_scans(members: list[tuple[Path, Dataset, np.ndarray]], where: object
     groups = _split_by_orientation(slices)
     name = _name(ds0, path0)
     scans = []
-    for k, group in enumerate(groups, 1):
-        label = name if len(groups) == 1 else f"{name} (orientation {k})"
+    for group in groups:
+        label = name if len(groups) == 1 else f"{name} ({_plane(group[0].orientation)})"
         data, spacing, origin, geometry = _volume(group, f"{where} [{label}]")
         metadata = {**_metadata(ds0, len(kept)), **geometry}
         if is_seg:
