@@ -75,7 +75,8 @@ class BCELoss(SegLoss):
         bounds={"max_pos_weight": (1.0, None)},
         needs=frozenset({"dataset_stats"}),
         notes="L = mean[-w+ y log p - (1 - y) log(1 - p)] (torch pos_weight). w+ = N_neg / N_pos counted once over "
-        "the training masks by fit_dataset(masks), capped at max_pos_weight (tumour-free data -> the cap). "
+        "the training masks by fit_dataset(masks), clipped to [1 / max_pos_weight, max_pos_weight] (tumour-free "
+        "data -> the cap). "
         "pos_weight=None before fit_dataset: w+ is estimated from the current batch (capped). An explicit "
         "pos_weight is never overwritten by fit_dataset. state() = {'pos_weight': w+}, so "
         "build('weighted_bce', **state) rebuilds the fitted loss. The U-Net border weight map reading of the "
@@ -97,7 +98,10 @@ class WeightedBCELoss(SegLoss):
         self._explicit = pos_weight is not None
 
     def _ratio(self, n_pos: float, n_neg: float) -> float:
-        return min(n_neg / n_pos, self.max_pos_weight) if n_pos > 0 else self.max_pos_weight
+        """``N_neg / N_pos`` clipped to ``[1 / max_pos_weight, max_pos_weight]``."""
+        if n_pos == 0:
+            return self.max_pos_weight
+        return min(max(n_neg / n_pos, 1.0 / self.max_pos_weight), self.max_pos_weight)
 
     def fit_dataset(self, masks: Iterable[np.ndarray]) -> None:
         """Set ``w+ = N_neg / N_pos`` over all training masks (unless given explicitly)."""
@@ -233,27 +237,41 @@ class FocalLoss(SegLoss):
         return focal_map(logits, target, gamma=self.gamma, alpha=self.alpha).mean()
 
 
-def inverted_distance_map(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
-    """Boundary-proximity map ``Phi`` of one binary mask, in [0, 1].
+def signed_distance_map(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Signed Euclidean distance of every pixel to the boundary of one binary mask.
 
     Args:
         mask: binary array, spatial axes only ((H, W) or (D, H, W)).
-        spacing: voxel size in mm per axis (``None``: isotropic 1 mm).
+        spacing: pixel size in mm per axis (``None``: 1 mm).
 
     Returns:
-        float32 array of ``mask``'s shape: inside the object ``(max d_fg - d_fg) / max d_fg`` with
-        ``d_fg`` the Euclidean distance (mm) to the nearest background pixel, outside likewise with
-        the distance to the nearest object pixel; about 1 next to the boundary, 0 farthest from it.
-        A mask without boundary (empty or full) gives zeros.
+        float32 array of ``mask``'s shape, in mm: minus the distance to the nearest background
+        pixel inside the object, plus the distance to the nearest object pixel outside it
+        (the convention of ``target_dist=`` throughout the catalogue). A mask without boundary
+        (empty or full) gives zeros.
     """
     mask = np.asarray(mask).astype(bool)
-    phi = np.zeros(mask.shape, dtype=np.float32)
     if not mask.any() or mask.all():
-        return phi
-    for region in (mask, ~mask):
-        dist = ndimage.distance_transform_edt(region, sampling=spacing)
-        top = dist.max()
-        phi[region] = ((top - dist[region]) / top).astype(np.float32)
+        return np.zeros(mask.shape, dtype=np.float32)
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
+    return (outside - inside).astype(np.float32)
+
+
+def boundary_proximity(target_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Caliva's inverted, normalised distance map ``Phi`` in [0, 1], same shape as ``target``.
+
+    Per image and per region (object, background): ``(max d - d) / max d`` with ``d = |target_dist|``
+    the distance to the boundary, so ``Phi`` is about 1 next to the boundary and 0 farthest
+    from it; an image without boundary (all ``target_dist`` zero) gives zeros.
+    """
+    distance = target_dist.abs()
+    phi = torch.zeros_like(distance)
+    inside = target > 0.5
+    for region in (inside, ~inside):
+        region_dist = torch.where(region, distance, torch.zeros_like(distance))
+        top = region_dist.flatten(1).max(1).values.view(-1, *([1] * (distance.ndim - 1)))
+        phi = torch.where(region & (top > 0), (top - distance) / top.clamp_min(1e-12), phi)
     return phi
 
 
@@ -265,12 +283,13 @@ def inverted_distance_map(mask: np.ndarray, spacing: Sequence[float] | None = No
         summary="Cross-entropy that counts up to twice as much near the tumour border, where mistakes change the outline.",
         reference="Caliva, Iriondo, Martinez, Majumdar, Pedoia, 'Distance map loss penalty term for semantic "
         "segmentation', MIDL 2019 (abstract track, openreview B1eIcvS45V), arXiv:1908.03679.",
-        notes="L = mean[(1 + Phi) CE] with Phi = inverted_distance_map(target): per image and per region "
-        "(object, background) the normalised inverted Euclidean distance to the boundary, in [0, 1], as in "
-        "SegLossOdyssey's compute_edts_forPenalizedLoss (whose DisPenalizedCE then returns the unweighted CE; "
-        "here the weighted one is returned). Empty or full targets have no boundary: Phi = 0, plain BCE. "
-        "Distances are in mm when spacing= (mm per spatial axis) is passed; a data loader may pass the map "
-        "itself as target_dist= (B, 1, *spatial). Not the seed's DistanceMapPenalizingLoss (it collapsed).",
+        notes="L = mean[(1 + Phi) CE] with Phi = boundary_proximity: per image and per region (object, "
+        "background) the normalised inverted Euclidean distance to the boundary, in [0, 1], as in SegLossOdyssey's "
+        "compute_edts_forPenalizedLoss (whose DisPenalizedCE then returns the unweighted CE; here the weighted one "
+        "is returned). Empty or full targets have no boundary: Phi = 0, plain BCE. Distances are in mm when "
+        "spacing= (mm per spatial axis) is passed; a data loader may pass target_dist= (B, 1, *spatial), the "
+        "signed distance map of signed_distance_map (negative inside), and Phi is derived from it. Not the "
+        "seed's DistanceMapPenalizingLoss (it collapsed).",
         aliases=("DistancePenalizedCELoss", "DisPenalizedCE", "DistanceMapBCELoss", "DistanceMapCELoss"),
         check="torch.nn.BCEWithLogitsLoss(weight=1 + Phi) with Phi from brute-force distances (tests)",
         slow_reason="Euclidean distance transform of every target on the CPU when target_dist= is not given "
@@ -278,7 +297,11 @@ def inverted_distance_map(mask: np.ndarray, spacing: Sequence[float] | None = No
     )
 )
 class DistanceBCELoss(SegLoss):
-    """BCE weighted by ``1 + Phi``, Phi the inverted distance-to-boundary map of the target."""
+    """BCE weighted by ``1 + Phi``, Phi the inverted distance-to-boundary map of the target.
+
+    Extras: ``target_dist`` (B, 1, *spatial) signed distance in mm (:func:`signed_distance_map`),
+    computed from ``target`` with ``spacing`` (mm per spatial axis) when not given.
+    """
 
     name = "distance_bce"
 
@@ -294,8 +317,9 @@ class DistanceBCELoss(SegLoss):
             masks = target.detach().cpu().numpy()[:, 0] > 0.5
             if spacing is not None and len(spacing) != masks.ndim - 1:
                 raise ValueError(f"{self.name}: spacing needs {masks.ndim - 1} values (mm per axis), got {spacing!r}")
-            target_dist = np.stack([inverted_distance_map(m, spacing) for m in masks])[:, None]
-        phi = torch.as_tensor(target_dist, dtype=logits.dtype, device=logits.device)
-        if phi.shape != target.shape:
-            raise ValueError(f"{self.name}: target_dist shape {tuple(phi.shape)} != target shape {tuple(target.shape)}")
+            target_dist = np.stack([signed_distance_map(m, spacing) for m in masks])[:, None]
+        signed = torch.as_tensor(target_dist, dtype=logits.dtype, device=logits.device)
+        if signed.shape != target.shape:
+            raise ValueError(f"{self.name}: target_dist shape {tuple(signed.shape)} != target shape {tuple(target.shape)}")
+        phi = boundary_proximity(signed, target)
         return ((1.0 + phi) * bce_map(logits, target)).mean()
