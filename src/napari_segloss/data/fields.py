@@ -31,21 +31,25 @@ class SmoothField:
     ) -> None:
         self.length = float(length_mm)
         self.nodes = [
-            np.arange(lo - self.length, hi + 1.5 * self.length, self.length) for lo, hi in extent_mm
+            np.arange(lo - self.length, hi + 1.5 * self.length, self.length, dtype=np.float32)
+            for lo, hi in extent_mm
         ]
-        self.weights = rng.standard_normal([len(n) for n in self.nodes] + [channels]).astype(np.float32)
+        self.weights = rng.standard_normal([channels] + [len(n) for n in self.nodes], dtype=np.float32)
 
     def _basis(self, axis: int, coords_mm: np.ndarray) -> np.ndarray:
-        d = (np.asarray(coords_mm, np.float32)[:, None] - self.nodes[axis][None, :].astype(np.float32))
-        b = np.exp(-0.5 * (d / (0.7 * self.length)) ** 2)
-        b /= np.sqrt((b**2).sum(1, keepdims=True))  # unit variance at every point
+        d = np.asarray(coords_mm, np.float32)[:, None] - self.nodes[axis][None, :]
+        b = np.exp(np.float32(-0.5 / (0.7 * self.length) ** 2) * d * d)
+        b /= np.sqrt((b * b).sum(1, keepdims=True))  # unit variance at every point
         return b
 
     def __call__(self, *axes_mm: np.ndarray) -> np.ndarray:
-        """Evaluate on the grid spanned by 1D mm coordinates per axis → (n0, n1, ..., channels)."""
-        out = self.weights
-        for axis, coords in enumerate(axes_mm):
-            # contract the leading node axis, append the grid axis at the end
-            out = np.tensordot(out, self._basis(axis, coords), axes=([0], [1]))
-        # now (channels, n0, n1, ...): move channels last
-        return np.moveaxis(out, 0, -1)
+        """Evaluate on the grid spanned by 1D mm coordinates per axis → (channels, n0, n1, ...)."""
+        *rest, last = (self._basis(axis, coords) for axis, coords in enumerate(axes_mm))
+        out = self.weights @ last.T  # one GEMM for the last axis: (channels, N0, ..., n_last)
+        done = last.shape[0]  # size of the already evaluated trailing grid axes
+        for axis in reversed(range(len(rest))):
+            lead = out.shape[: axis + 2]  # (channels, N0, ..., N_axis)
+            out = np.matmul(rest[axis], out.reshape(int(np.prod(lead[:-1])), lead[-1], done))
+            done *= rest[axis].shape[0]
+            out = out.reshape(*lead[:-1], done)
+        return out.reshape(self.weights.shape[0], *(len(a) for a in axes_mm))

@@ -43,7 +43,12 @@ def _step(x: np.ndarray, width: float) -> np.ndarray:
 
 
 def head_intensity(
-    outside_mm: np.ndarray, head_mm: np.ndarray, look: HeadLook, thickness: np.ndarray, texture: np.ndarray
+    outside_mm: np.ndarray,
+    head_mm: np.ndarray,
+    look: HeadLook,
+    thickness: np.ndarray,
+    texture: np.ndarray,
+    pockets: np.ndarray,
 ) -> np.ndarray:
     """T1-CE intensity (WM units) of the tissues outside the intracranial volume.
 
@@ -51,21 +56,21 @@ def head_intensity(
         outside_mm: distance outside the intracranial surface (mm; ≤ 0 inside).
         head_mm: signed distance inside the head surface (mm; < 0 in air).
         thickness: unit-variance smooth field modulating skull thickness (±25 %).
-        texture: unit-variance field, (..., 2): marrow/soft-tissue texture and fat/air pockets.
-    All arrays share one shape (plus the texture's last axis); returns float32 of that shape.
+        texture: unit-variance fine field (marrow and soft-tissue texture).
+        pockets: unit-variance coarse field (fat and air pockets in deep soft tissue).
+    All arrays share one shape; returns float32 of that shape.
     """
     x = outside_mm - 1.0  # beyond the dura
     skull = np.maximum(look.skull_mm * (1.0 + 0.25 * thickness), 2.5)
     frac = x / skull
     diploe = _step(frac - 0.25, 0.12) * _step(0.75 - frac, 0.12)
-    bone = look.bone + (look.marrow * (1.0 + 0.2 * texture[..., 0]) - look.bone) * diploe
+    bone = look.bone + (look.marrow * (1.0 + 0.2 * texture) - look.bone) * diploe
     in_bone = _step(x, 0.6) * _step(skull - x, 0.6)
     h = head_mm + look.scalp_shift_mm
     soft = look.skin + (look.fat - look.skin) * _step(h - 1.2, 0.6)
-    soft += (look.muscle * (1.0 + 0.15 * texture[..., 0]) - look.fat) * _step(h - 1.2 - look.fat_mm, 1.0)
+    soft += (look.muscle * (1.0 + 0.15 * texture) - look.fat) * _step(h - 1.2 - look.fat_mm, 1.0)
     # deep soft tissue (skull base, face): fat and air pockets where the coarse texture is extreme
     deep = _step(x - skull - 6.0, 4.0)
-    pockets = texture[..., 1]
     soft += deep * ((look.fat - soft) * _step(pockets - 1.0, 0.3) - soft * 0.9 * _step(-pockets - 1.3, 0.3))
     dura = _step(-x, 0.5)
     value = dura * look.dura + (1.0 - dura) * (in_bone * bone + (1.0 - in_bone) * soft)

@@ -39,6 +39,7 @@ from napari_segloss.data.tumour import (
     draw_tumour,
     dural_tail,
     paint,
+    reach_mm,
     tumour_maps,
 )
 
@@ -120,7 +121,11 @@ class _Subject:
     blur_px: float
 
     def to_template(self, points: np.ndarray) -> np.ndarray:
-        return self.centre + (points - self.centre) @ self.matrix.T + self.shift
+        """(3, ...) subject mm → (3, ...) template mm."""
+        flat = points.reshape(3, -1) - self.centre.astype(np.float32)[:, None]
+        out = self.matrix.astype(np.float32) @ flat
+        out += (self.centre + self.shift).astype(np.float32)[:, None]
+        return out.reshape(points.shape)
 
     def to_subject(self, point: np.ndarray) -> np.ndarray:
         return self.centre + np.linalg.solve(self.matrix, point - self.centre - self.shift)
@@ -162,9 +167,20 @@ def _draw_fields(rng: np.random.Generator, coords: list[np.ndarray], spec: Tumou
     extent = [(float(c.min()), float(c.max())) for c in coords]
     return _Fields(
         elastic=SmoothField(rng, extent, 35.0, 3), bias=SmoothField(rng, extent, 90.0, 1),
-        fine=SmoothField(rng, extent, 2.0, 2), coarse=SmoothField(rng, extent, 14.0, 2),
+        fine=SmoothField(rng, extent, 2.5, 1), coarse=SmoothField(rng, extent, 14.0, 2),
         lobes=None if spec is None else SmoothField(rng, extent, max(0.45 * spec.radius, 3.0), 2),
     )
+
+
+def _box(inside: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of a boolean array as slices, or None when it is empty."""
+    if not inside.any():
+        return None
+    box = []
+    for axis in range(inside.ndim):
+        hit = np.nonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))[0]
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def _render(
@@ -178,33 +194,58 @@ def _render(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noiseless image (WM units, bias applied), regions and intracranial mask on a grid.
 
-    The grid point ``k`` is ``origin + sum_i coords[i][k_i] * vectors[i]`` (subject mm).
+    The grid point ``k`` is ``origin + sum_i coords[i][k_i] * vectors[i]`` (subject mm); all
+    per-point arrays are channel-first float32 ``(3, n0, n1, ...)``.
     """
-    grids = np.meshgrid(*coords, indexing="ij")
-    points = origin + sum(g[..., None] * v for g, v in zip(grids, vectors))
-    points += fields.elastic(*coords) * subject.elastic_mm
-    fine = fields.fine(*coords)
-    coarse = fields.coarse(*coords)
+    shape = tuple(len(c) for c in coords)
+    ndim = len(shape)
+    points = np.empty((3, *shape), np.float32)
+    points[:] = origin.astype(np.float32).reshape((3,) + (1,) * ndim)
+    for axis, (c, v) in enumerate(zip(coords, vectors)):
+        along = [1] * ndim
+        along[axis] = -1
+        points += v.astype(np.float32).reshape((3,) + (1,) * ndim) * c.astype(np.float32).reshape(along)
+    points += fields.elastic(*coords) * np.float32(subject.elastic_mm)
     icv_points = subject.to_template(points)
     inside_mm = template.sample_icv(icv_points)
-    tissue_points = points if spec is None else displace(points, spec)
-    tissue = template.sample_t1(subject.to_template(tissue_points))
-    head_mm = template.sample_head(icv_points)
-    brain = np.power(tissue, subject.gamma) * (1.0 + subject.texture * fine[..., 0])
-    texture = np.stack([fine[..., 1], coarse[..., 1]], axis=-1)
-    image = head_intensity(-inside_mm, head_mm, subject.head, coarse[..., 0], texture)
-    weight = np.clip(inside_mm / 0.7 + 0.5, 0.0, 1.0)
-    image += (brain - image) * weight
-    inside = inside_mm > 0
-    regions = np.zeros(inside.shape, np.uint8)
+
+    tissue_points = points
+    box_t = None
     if spec is not None:
-        maps = tumour_maps(points, spec, fields.lobes(*coords), inside, tissue)
-        paint(image, maps, spec, fine[..., 0])
-        tail = dural_tail(points, -inside_mm, spec)
-        image += (0.8 * spec.brightness - image) * tail
-        regions = maps.regions
-    image *= np.exp(subject.bias * fields.bias(*coords)[..., 0])
-    return image.astype(np.float32), regions, inside
+        offset = points - spec.centre.astype(np.float32).reshape((3,) + (1,) * ndim)
+        r2 = np.einsum("i...,i...->...", offset, offset)
+        reach_t, reach_m = reach_mm(spec)
+        box_m, box_t = _box(r2 < reach_m**2), _box(r2 < reach_t**2)
+        if box_m is not None:
+            tissue_points = points.copy()
+            tissue_points[(slice(None), *box_m)] = displace(points[(slice(None), *box_m)], spec)
+    brain_sel = inside_mm > -1.0
+    tissue = np.zeros(shape, np.float32)
+    tissue[brain_sel] = template.sample_t1(subject.to_template(tissue_points)[:, brain_sel])
+
+    fine = fields.fine(*coords)[0]
+    coarse = fields.coarse(*coords)
+    out_sel = inside_mm < 1.0
+    image = np.zeros(shape, np.float32)
+    image[out_sel] = head_intensity(
+        -inside_mm[out_sel], template.sample_head(icv_points[:, out_sel]), subject.head,
+        coarse[0][out_sel], fine[out_sel], coarse[1][out_sel],
+    )
+    brain = np.power(tissue, np.float32(subject.gamma))
+    brain *= 1.0 + np.float32(subject.texture) * fine
+    image += (brain - image) * np.clip(inside_mm / 0.7 + 0.5, 0.0, 1.0)
+    inside = inside_mm > 0
+    regions = np.zeros(shape, np.uint8)
+    if box_t is not None:
+        sub = (slice(None), *box_t)
+        maps = tumour_maps(points[sub], spec, fields.lobes(*(c[b] for c, b in zip(coords, box_t))),
+                           inside[box_t], tissue[box_t])
+        view = image[box_t]
+        paint(view, maps, spec, fine[box_t])
+        view += (0.8 * spec.brightness - view) * dural_tail(points[sub], -inside_mm[box_t], spec)
+        regions[box_t] = maps.regions
+    image *= np.exp(np.float32(subject.bias) * fields.bias(*coords)[0])
+    return image, regions, inside
 
 
 def _resolve_kind(rng: np.random.Generator, tumour: str | None, empty_share: float) -> str | None:

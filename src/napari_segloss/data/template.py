@@ -61,35 +61,36 @@ class Template:
         return (pts + self.origin).astype(np.float64)
 
     def _index(self, points_mm: np.ndarray) -> np.ndarray:
-        """(..., 3) mm → (3, N) voxel coordinates for ``map_coordinates``."""
-        return (points_mm.reshape(-1, 3) - self.origin).T
+        """(3, ...) mm → (3, N) voxel coordinates for ``map_coordinates``."""
+        return points_mm.reshape(3, -1) - self.origin.astype(points_mm.dtype)[:, None]
+
+    def _sample(self, volume: np.ndarray, idx: np.ndarray, cval: float) -> np.ndarray:
+        return ndi.map_coordinates(volume, idx, output=np.float32, order=1, prefilter=False, cval=cval)
 
     def sample_t1(self, points_mm: np.ndarray) -> np.ndarray:
-        """T1 at ``points_mm`` (..., 3), linear interpolation, in white-matter units (WM ≈ 1)."""
-        out = ndi.map_coordinates(self.t1, self._index(points_mm), output=np.float32, order=1, prefilter=False)
+        """T1 at ``points_mm`` (3, ...), linear interpolation, in white-matter units (WM ≈ 1) → (...)."""
+        out = self._sample(self.t1, self._index(points_mm), 0.0)
         out *= 1.0 / WM_LEVEL
-        return out.reshape(points_mm.shape[:-1])
+        return out.reshape(points_mm.shape[1:])
 
     def sample_icv(self, points_mm: np.ndarray) -> np.ndarray:
-        """Signed distance (mm, positive inside) to the intracranial surface at ``points_mm``."""
-        out = ndi.map_coordinates(
-            self.icv_sdf, self._index(points_mm), output=np.float32, order=1, prefilter=False, cval=-127
-        )
+        """Signed distance (mm, positive inside) to the intracranial surface at ``points_mm`` (3, ...)."""
+        out = self._sample(self.icv_sdf, self._index(points_mm), -127.0)
         out *= self.sdf_step
-        return out.reshape(points_mm.shape[:-1])
+        return out.reshape(points_mm.shape[1:])
 
     def sample_head(self, points_mm: np.ndarray) -> np.ndarray:
         """Signed distance (mm, positive inside) to the head surface; the neck continues below the grid."""
         idx = self._index(points_mm)
-        idx[2] = np.maximum(idx[2], 0.0)  # below the crop the head is a column (neck)
-        out = ndi.map_coordinates(self.head_sdf, idx, output=np.float32, order=1, prefilter=False, cval=-127)
+        np.maximum(idx[2], 0.0, out=idx[2])  # below the crop the head is a column (neck)
+        out = self._sample(self.head_sdf, idx, -127.0)
         out *= self.sdf_step
-        return out.reshape(points_mm.shape[:-1])
+        return out.reshape(points_mm.shape[1:])
 
     def icv_normal(self, point_mm: np.ndarray) -> np.ndarray:
         """Unit outward normal of the intracranial surface near ``point_mm`` (3,)."""
         offsets = np.concatenate([np.eye(3), -np.eye(3)]) * 2.0
-        d = self.sample_icv(point_mm[None, :] + offsets)
+        d = self.sample_icv((point_mm[None, :] + offsets).T)
         grad = d[3:] - d[:3]  # outward = decreasing distance
         norm = np.linalg.norm(grad)
         return grad / norm if norm > 0 else np.array([0.0, 0.0, 1.0])

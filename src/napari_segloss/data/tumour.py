@@ -91,16 +91,30 @@ def draw_tumour(
     )
 
 
+def _offset(points: np.ndarray, spec: TumourSpec) -> np.ndarray:
+    return points - spec.centre.astype(points.dtype).reshape((3,) + (1,) * (points.ndim - 1))
+
+
+def reach_mm(spec: TumourSpec) -> tuple[float, float]:
+    """Distances from the centre beyond which the tumour (with oedema) and the mass effect vanish."""
+    stretch = float(np.linalg.norm(np.linalg.inv(spec.shape), 2))  # longest ellipsoid semi-axis factor
+    tumour = spec.radius * stretch * (max(spec.oedema, 1.0) + 5.0 * spec.lobulation + 0.4) + 4.0
+    return tumour, 2.6 * spec.mass_length
+
+
 def displace(points: np.ndarray, spec: TumourSpec) -> np.ndarray:
-    """Mass effect: where the tissue seen at ``points`` (..., 3) mm came from before the tumour grew.
+    """Mass effect: where the tissue seen at ``points`` (3, ...) mm came from before the tumour grew.
 
     Radial map ``c + (p - c)(1 - k exp(-r²/L²))``: monotonic in r for k < 1, identity far away,
     so the surrounding tissue is pushed outward smoothly and the tissue inside is compressed.
     """
-    d = points - spec.centre
-    r2 = np.einsum("...i,...i->...", d, d)
-    factor = 1.0 - spec.mass_effect * np.exp(-r2 / spec.mass_length**2)
-    return spec.centre + d * factor[..., None].astype(points.dtype)
+    d = _offset(points, spec)
+    factor = np.exp(np.einsum("i...,i...->...", d, d) * np.float32(-1.0 / spec.mass_length**2))
+    factor *= np.float32(-spec.mass_effect)
+    factor += 1.0
+    d *= factor
+    d += spec.centre.astype(points.dtype).reshape((3,) + (1,) * (d.ndim - 1))
+    return d
 
 
 @dataclass(frozen=True)
@@ -122,19 +136,19 @@ def _soft(x: np.ndarray, width: float) -> np.ndarray:
 def tumour_maps(
     points: np.ndarray, spec: TumourSpec, lobes: np.ndarray, inside: np.ndarray, tissue: np.ndarray
 ) -> TumourMaps:
-    """Evaluate the tumour at ``points`` (..., 3) subject mm.
+    """Evaluate the tumour at ``points`` (3, ...) subject mm.
 
     Args:
-        lobes: (..., 2) unit-variance smooth field (boundary and core/oedema perturbations).
+        lobes: (2, ...) unit-variance smooth field (boundary and core/oedema perturbations).
         inside: (...) bool intracranial mask: no tumour outside it.
         tissue: (...) template T1 in WM units at the displaced points (oedema follows white matter).
     """
-    d = (points - spec.centre) @ spec.shape.T
-    r = np.sqrt(np.einsum("...i,...i->...", d, d)) / spec.radius
-    rho = r - spec.lobulation * lobes[..., 0]
+    d = np.tensordot(spec.shape.astype(np.float32), _offset(points, spec), axes=1)
+    r = np.sqrt(np.einsum("i...,i...->...", d, d)) * np.float32(1.0 / spec.radius)
+    rho = r - spec.lobulation * lobes[0]
     tumour = (rho < 1.0) & inside
     alpha = _soft(1.0 - rho, spec.edge) * inside
-    core_rho = r - 0.25 * lobes[..., 1]
+    core_rho = r - 0.25 * lobes[1]
     core_soft = _soft(spec.core - core_rho, 0.06) if spec.core > 0 else np.zeros_like(r)
     regions = np.zeros(r.shape, np.uint8)
     regions[tumour] = 1
@@ -142,7 +156,7 @@ def tumour_maps(
     if spec.oedema > 1.0:
         wm = np.clip((tissue - 0.75) / 0.2, 0.0, 1.0)  # oedema spreads along white matter
         reach = 1.0 + (spec.oedema - 1.0) * (0.35 + 0.65 * wm)
-        o_rho = r - 0.35 * lobes[..., 1]
+        o_rho = r - 0.35 * lobes[1]
         oedema_soft = _soft(reach - o_rho, 0.15) * inside * (1.0 - alpha)
         regions[(o_rho < reach) & inside & ~tumour & (tissue > 0.45)] = 3
         oedema_soft *= tissue > 0.45
@@ -157,8 +171,8 @@ def dural_tail(points: np.ndarray, outside_mm: np.ndarray, spec: TumourSpec) -> 
     """Weight (0..1) of the enhancing dural tail of a meningioma: dura within ~1.8 R of the tumour."""
     if spec.kind != "meningioma":
         return np.zeros(outside_mm.shape, np.float32)
-    d = points - spec.centre
-    r = np.sqrt(np.einsum("...i,...i->...", d, d)) / spec.radius
+    d = _offset(points, spec)
+    r = np.sqrt(np.einsum("i...,i...->...", d, d)) / spec.radius
     near = np.clip((1.8 - r) / 0.6, 0.0, 1.0)
     on_dura = np.clip(1.0 - np.abs(outside_mm - 0.8) / 1.2, 0.0, 1.0)
     return (near * on_dura).astype(np.float32)
