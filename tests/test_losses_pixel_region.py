@@ -74,7 +74,7 @@ def built(name: str, **hparams) -> SegLoss:
 
 
 def close(a: torch.Tensor | float, b: torch.Tensor | float, rtol: float = RTOL, atol: float = 1e-8) -> None:
-    a, b = float(torch.as_tensor(a).detach()), float(torch.as_tensor(b).detach())
+    a, b = (float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for v in (a, b))
     assert math.isclose(a, b, rel_tol=rtol, abs_tol=atol), f"{a!r} != {b!r}"
 
 
