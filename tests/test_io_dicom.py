@@ -175,6 +175,7 @@ def test_bad_files_in_a_folder_are_named_and_the_rest_loads(tmp_path):
     volume = RNG.integers(0, 1000, size=(4, 8, 8)).astype(np.uint16)
     paths = write_dicom_series(volume, tmp_path, spacing=(2.5, 1.0, 1.0))
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "noise.bin").write_bytes(RNG.integers(0, 256, 5000).astype(np.uint8).tobytes())
     shutil.copy(get_testdata_file("MR_truncated.dcm"), tmp_path / "truncated.dcm")
     cut = tmp_path / "cut.dcm"  # the last slice, cut in the middle of its pixel data
     cut.write_bytes(paths[-1].read_bytes()[:-40])
@@ -186,10 +187,19 @@ def test_bad_files_in_a_folder_are_named_and_the_rest_loads(tmp_path):
     with pytest.warns(ScanReadWarning) as record:
         scan = only(read_scans(tmp_path))
     text = " ".join(str(w.message) for w in record)
-    for name in ("notes.txt", "truncated.dcm", "cut.dcm", "odd.dcm"):
+    for name in ("notes.txt", "noise.bin", "truncated.dcm", "cut.dcm", "odd.dcm"):
         assert name in text
     np.testing.assert_array_equal(scan.data, volume[:3])
     assert scan.spacing == pytest.approx((2.5, 1.0, 1.0))
+
+
+def test_file_without_preamble_and_file_meta_is_read(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    raw = Dataset()
+    raw.update(ds)  # the data set alone: no preamble, no 'DICM', no transfer syntax
+    raw.save_as(tmp_path / "raw", implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert (tmp_path / "raw").read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(only(read_scans(tmp_path / "raw")).data, pydicom_values(get_testdata_file("MR_small.dcm")))
 
 
 def test_unreadable_single_files_raise_naming_the_file(tmp_path):

@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from napari_segloss.io import Scan, ScanReadError, ScanReadWarning
 
@@ -113,6 +113,27 @@ def _attr(ds: Dataset, frame: int, sequence: str, keyword: str) -> Any:
     return ds.get(keyword) if value is None else value
 
 
+def _dcmread(path: Path) -> Dataset | None:
+    """The whole dataset; files without the 128-byte preamble and file meta (old or raw
+    datasets) are read with ``force`` and kept only if they hold an image. None if not DICOM."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        pass
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception:  # noqa: BLE001 - arbitrary bytes fail in arbitrary ways: simply not DICOM
+        return None
+    if not all(keyword in ds for keyword in ("Rows", "Columns", "PixelData", "BitsAllocated")):
+        return None  # force=True parses any bytes into something; this is no image
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return ds
+
+
 def _load(path: Path) -> tuple[Dataset, np.ndarray]:
     """Header (pixel data dropped) and decoded stored pixels in native byte order.
 
@@ -120,11 +141,11 @@ def _load(path: Path) -> tuple[Dataset, np.ndarray]:
     """
     try:
         with _quiet():
-            ds = pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise ScanReadError(f"{path}: not a DICOM file") from None
+            ds = _dcmread(path)
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
         raise ScanReadError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+    if ds is None:
+        raise ScanReadError(f"{path}: not a DICOM file")
     if "PixelData" not in ds or "Rows" not in ds:
         what = ds.get("Modality") or "non-image"
         raise ScanReadError(f"{path}: no pixel data ({what} object)")
@@ -169,19 +190,20 @@ def _linear(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
 
 
 def _rescale(ds: Dataset, frame: int) -> tuple[float, float]:
-    slope = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = _attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    return (1.0 if slope is None else float(slope)), (0.0 if intercept is None else float(intercept))
+    """(RescaleSlope, RescaleIntercept) of a frame; (1, 0) when absent or malformed."""
+    slope = _floats(_attr(ds, frame, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = _floats(_attr(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept"))
+    return (1.0 if slope is None else float(slope[0])), (0.0 if intercept is None else float(intercept[0]))
 
 
 def _value_range(ds: Dataset, frame: int) -> tuple[float, float]:
     """Modality values of the smallest and largest storable pixel (for MONOCHROME1 inversion)."""
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     if "ModalityLUTSequence" in ds:
         lut = np.asarray(ds.ModalityLUTSequence[0].LUTData)
         return float(lut.min()), float(lut.max())
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope, intercept = _rescale(ds, frame)
     ends = sorted((lo * slope + intercept, hi * slope + intercept))
     return ends[0], ends[1]
@@ -451,7 +473,16 @@ def _read_files(files: list[Path], where: Path) -> list[Scan]:
         single = int(ds.get("NumberOfFrames") or 1) == 1 and ds.get("SOPClassUID") != _SEG_CLASS
         key = ("series", str(ds.get("SeriesInstanceUID") or path.parent)) if single else ("object", str(path))
         series.setdefault(key, []).append((path, ds, stored))
-    scans = [scan for members in series.values() for scan in _series_scans(members, where)]
+    scans, failed = [], []
+    for members in series.values():
+        try:
+            scans.extend(_series_scans(members, where))
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # malformed headers
+            failed.append(f"{members[0][0]} (series of {len(members)} file(s)): {type(exc).__name__}: {exc}")
+    if failed and not scans:
+        raise ScanReadError(f"{where}: no usable series; {failed[0]}")
+    if failed:
+        _warn_skipped(failed, where)
     return sorted(scans, key=lambda s: (s.metadata["series_number"] is None, s.metadata["series_number"] or 0, s.name))
 
 
@@ -459,7 +490,10 @@ def read_dicom_file(path: str | Path) -> list[Scan]:
     """Read one DICOM file: a slice (2D scan), a multi-frame object or a SEG (labels)."""
     path = Path(path)
     ds, stored = _load(path)
-    return _series_scans([(path, ds, stored)], path)
+    try:
+        return _series_scans([(path, ds, stored)], path)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # malformed headers
+        raise ScanReadError(f"{path}: malformed DICOM header ({type(exc).__name__}: {exc})") from None
 
 
 def read_dicom_folder(folder: str | Path) -> list[Scan]:
