@@ -299,7 +299,7 @@ def test_out_of_range_hyper_parameters_raise(name, bad):
         build(name, **bad)
 
 
-def test_training_step_reduces_combo_loss_on_a_blob():
+def test_adam_steps_reduce_non_contrastive_compound_losses():
     """A few Adam steps on free logits move every non-contrastive compound loss downwards."""
     target = torch.zeros(2, 1, 16, 16)
     target[:, :, 4:10, 5:12] = 1

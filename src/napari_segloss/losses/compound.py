@@ -24,7 +24,7 @@ from napari_segloss.losses import _functional as fn
 from napari_segloss.losses._registry import LossInfo, build, register
 from napari_segloss.losses.base import SegLoss
 
-#: probabilities are clamped to [EPS, 1 − EPS] where a formula needs it (CALF, Exp-Log)
+#: clamp floor: CALF probabilities in [EPS, 1 − EPS], Unified Focal's Tversky miss term >= EPS
 EPS = 1e-7
 _UNIT = (0.0, 1.0)
 _POSITIVE = (0.0, None)
