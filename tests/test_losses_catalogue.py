@@ -193,8 +193,8 @@ def test_perfect_prediction_beats_poor_one(name, dim):
     for kind in ("blob", "single"):
         target = _targets(2, spatial)[kind].float()
         sign = 2.0 * target - 1.0
-        perfect = loss(8.0 * sign, target, **_cast(extras, torch.float32))
-        poor = loss(-8.0 * sign, target, **_cast(extras, torch.float32))
+        perfect = loss(8.0 * sign, target, **_cast(extras, torch.float32)).detach()
+        poor = loss(-8.0 * sign, target, **_cast(extras, torch.float32)).detach()
         assert float(perfect) < float(poor), f"{kind}: perfect {float(perfect)} >= poor {float(poor)}"
 
 
@@ -208,8 +208,8 @@ def test_float32_and_float64_agree(name, dim):
     logits = 2.0 * torch.randn((4, 1, *spatial), generator=gen, dtype=torch.float64)
     target = _targets(4, spatial)["blob"]
     target[0] = 0.0
-    v64 = loss(logits, target, **_cast(extras, torch.float64))
-    v32 = loss(logits.float(), target.float(), **_cast(extras, torch.float32))
+    v64 = loss(logits, target, **_cast(extras, torch.float64)).detach()
+    v32 = loss(logits.float(), target.float(), **_cast(extras, torch.float32)).detach()
     assert v64.dtype == torch.float64
     assert float(v32) == pytest.approx(float(v64), rel=1e-4, abs=1e-5)
 
@@ -222,8 +222,8 @@ def test_half_precision_logits_are_computed_in_float32(name):
     gen = torch.Generator().manual_seed(3)
     logits = (2.0 * torch.randn((2, 1, *spatial), generator=gen)).half()
     target = _targets(2, spatial)["blob"].float()
-    v16 = loss(logits, target, **_cast(extras, torch.float16))
-    v32 = loss(logits.float(), target, **_cast(extras, torch.float32))
+    v16 = loss(logits, target, **_cast(extras, torch.float16)).detach()
+    v32 = loss(logits.float(), target, **_cast(extras, torch.float32)).detach()
     assert v16.dtype == torch.float32 and torch.isfinite(v16)
     assert float(v16) == pytest.approx(float(v32), rel=1e-3, abs=1e-4)
 
