@@ -13,8 +13,8 @@ axes in the template's order (0: x, +x = subject's right; 1: y, + anterior; 2: z
   sella) get a CSF grey level so the brain edge does not fall to black.
 * ``icv_sdf`` int8: signed distance to the intracranial-volume surface, positive inside, in
   ``sdf_step_mm`` units (saturates at ±31.75 mm).
-* ``head_sdf`` int8: signed distance to a synthetic head surface (the intracranial volume extended
-  downwards as a column, then dilated 12 mm), same units.
+* ``head_sdf`` int8: signed distance to a synthetic head surface (the intracranial volume dilated
+  12 mm, joined to a column under it that narrows into a neck below the temporal lobes), same units.
 * ``origin_mm`` (MNI coordinate of voxel (0, 0, 0)), ``spacing_mm``, ``sella_mm``.
 """
 
@@ -34,6 +34,9 @@ CSF_LEVEL = 45  # template grey level given to intracranial voxels outside the b
 SDF_STEP = 0.25  # mm per int8 unit
 SELLA_MM = np.array([0.0, -2.0, -31.0])  # centre of the pituitary fossa (MNI, read off the midline)
 SELLA_RADII = np.array([7.0, 7.0, 6.0])  # mm; fossa plus the suprasellar cistern above it
+SCALP_MM = 12.0  # skull plus scalp around the intracranial volume
+NECK_TOP_MM = -40.0  # MNI z below which the head column narrows into the neck
+NECK_TAPER = 0.5  # mm of narrowing per mm downwards
 
 
 def _ball(radius: int) -> np.ndarray:
@@ -73,9 +76,14 @@ def main() -> None:
     t1 = np.where(icv & (t1 < CSF_LEVEL), np.maximum(t1, CSF_LEVEL), t1).astype(np.uint8)
     t1[~icv] = 0
 
-    # head: the intracranial volume extended downwards as a column (skull base, face, neck), + 12 mm
+    # head: the intracranial volume extended downwards as a column (skull base, face), narrowing
+    # into a neck below the temporal lobes, all dilated by the skull and scalp
     column = np.flip(np.logical_or.accumulate(np.flip(icv, axis=2), axis=2), axis=2)
-    head = ndi.distance_transform_edt(~column) <= 12.0
+    top = int(round(NECK_TOP_MM - origin[2]))
+    section = ndi.distance_transform_edt(column[..., top])
+    for z in range(top):
+        column[..., z] = section > NECK_TAPER * (top - z)
+    head = ndi.distance_transform_edt(~(column | icv)) <= SCALP_MM
 
     # crop to the head's bounding box
     idx = np.nonzero(head)

@@ -32,7 +32,7 @@ class HeadLook:
 def draw_head(rng: np.random.Generator) -> HeadLook:
     """Random head appearance for one subject."""
     return HeadLook(
-        dura=rng.uniform(0.45, 0.7), bone=rng.uniform(0.03, 0.08), marrow=rng.uniform(0.45, 0.8),
+        dura=rng.uniform(0.15, 0.35), bone=rng.uniform(0.03, 0.08), marrow=rng.uniform(0.45, 0.8),
         fat=rng.uniform(1.05, 1.35), muscle=rng.uniform(0.35, 0.5), skin=rng.uniform(0.5, 0.7),
         skull_mm=rng.uniform(5.0, 8.0), fat_mm=rng.uniform(2.0, 5.0), scalp_shift_mm=rng.uniform(-2.0, 3.0),
     )
@@ -71,7 +71,7 @@ def head_intensity(
     soft += (look.muscle * (1.0 + 0.15 * texture) - look.fat) * _step(h - 1.2 - look.fat_mm, 1.0)
     # deep soft tissue (skull base, face): fat and air pockets where the coarse texture is extreme
     deep = _step(x - skull - 6.0, 4.0)
-    soft += deep * ((look.fat - soft) * _step(pockets - 1.0, 0.3) - soft * 0.9 * _step(-pockets - 1.3, 0.3))
+    soft += deep * ((look.fat - soft) * _step(pockets - 1.1, 0.5) - soft * 0.9 * _step(-pockets - 1.7, 0.4))
     dura = _step(-x, 0.5)
     value = dura * look.dura + (1.0 - dura) * (in_bone * bone + (1.0 - in_bone) * soft)
     return (value * _step(h, 0.8)).astype(np.float32)

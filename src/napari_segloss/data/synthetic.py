@@ -40,6 +40,7 @@ from napari_segloss.data.tumour import (
     dural_tail,
     paint,
     reach_mm,
+    shrink,
     tumour_maps,
 )
 
@@ -48,6 +49,8 @@ PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
 EMPTY_SHARE = 0.30
 #: relative frequency of the kinds among slices with a tumour (the seed dataset's proportions)
 KIND_SHARES: dict[str, float] = {"meningioma": 708 / 3064, "glioma": 1426 / 3064, "pituitary": 930 / 3064}
+#: largest share of the intracranial area a tumour may cover in a 2D slice
+MAX_FRACTION = 0.15
 #: first seed of each split; splits hold up to 10 million seeds each and never overlap
 SPLIT_OFFSETS: dict[str, int] = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 _SPLIT_SIZE = 10_000_000
@@ -60,6 +63,8 @@ _PLANE_AXES: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "sagittal": ((0.0, -1.0, 0.0), (0.0, 0.0, -1.0), 0),
 }
 # range of tumour-free slice positions along the plane normal (template mm)
+# template T1 levels (WM units) of: nothing, CSF, grey matter, white matter, brightest
+_TEMPLATE_LEVELS = [0.0, 0.2, 0.76, 1.0, 1.2]
 _SLICE_RANGE: dict[str, tuple[float, float]] = {"axial": (-28.0, 62.0), "coronal": (-85.0, 45.0),
                                                 "sagittal": (-58.0, 58.0)}
 
@@ -112,7 +117,8 @@ class _Subject:
     shift: np.ndarray
     centre: np.ndarray
     elastic_mm: float
-    gamma: float
+    grey: float
+    csf: float
     texture: float
     head: HeadLook
     bias: float
@@ -148,7 +154,8 @@ def _draw_subject(rng: np.random.Generator, template: Template) -> _Subject:
     scale = rng.uniform(0.92, 1.08) * rng.uniform(0.95, 1.05, 3)
     return _Subject(
         matrix=_euler(angles) @ np.diag(1.0 / scale), shift=rng.uniform(-3, 3, 3), centre=template.centre,
-        elastic_mm=rng.uniform(1.5, 3.5), gamma=rng.uniform(0.8, 1.25), texture=rng.uniform(0.02, 0.05),
+        elastic_mm=rng.uniform(1.5, 3.5), grey=rng.uniform(0.72, 0.88), csf=rng.uniform(0.12, 0.3),
+        texture=rng.uniform(0.02, 0.05),
         head=draw_head(rng), bias=rng.uniform(0.15, 0.25), wm_level=rng.uniform(600, 2000),
         snr=rng.uniform(12, 40), blur_px=rng.uniform(0.35, 0.7),
     )
@@ -156,7 +163,9 @@ def _draw_subject(rng: np.random.Generator, template: Template) -> _Subject:
 
 @dataclass(frozen=True)
 class _Fields:
-    elastic: SmoothField
+    """Random fields of one sample: ``smooth`` = elastic displacement (3) + skull thickness (1)."""
+
+    smooth: SmoothField
     bias: SmoothField
     fine: SmoothField
     coarse: SmoothField
@@ -166,8 +175,8 @@ class _Fields:
 def _draw_fields(rng: np.random.Generator, coords: list[np.ndarray], spec: TumourSpec | None) -> _Fields:
     extent = [(float(c.min()), float(c.max())) for c in coords]
     return _Fields(
-        elastic=SmoothField(rng, extent, 35.0, 3), bias=SmoothField(rng, extent, 90.0, 1),
-        fine=SmoothField(rng, extent, 2.5, 1), coarse=SmoothField(rng, extent, 14.0, 2),
+        smooth=SmoothField(rng, extent, 35.0, 4), bias=SmoothField(rng, extent, 90.0, 1),
+        fine=SmoothField(rng, extent, 2.5, 1), coarse=SmoothField(rng, extent, 8.0, 1),
         lobes=None if spec is None else SmoothField(rng, extent, max(0.45 * spec.radius, 3.0), 2),
     )
 
@@ -205,7 +214,8 @@ def _render(
         along = [1] * ndim
         along[axis] = -1
         points += v.astype(np.float32).reshape((3,) + (1,) * ndim) * c.astype(np.float32).reshape(along)
-    points += fields.elastic(*coords) * np.float32(subject.elastic_mm)
+    smooth = fields.smooth(*coords)
+    points += smooth[:3] * np.float32(subject.elastic_mm)
     icv_points = subject.to_template(points)
     inside_mm = template.sample_icv(icv_points)
 
@@ -224,15 +234,19 @@ def _render(
     tissue[brain_sel] = template.sample_t1(subject.to_template(tissue_points)[:, brain_sel])
 
     fine = fields.fine(*coords)[0]
-    coarse = fields.coarse(*coords)
+    coarse = fields.coarse(*coords)[0]
     out_sel = inside_mm < 1.0
     image = np.zeros(shape, np.float32)
     image[out_sel] = head_intensity(
         -inside_mm[out_sel], template.sample_head(icv_points[:, out_sel]), subject.head,
-        coarse[0][out_sel], fine[out_sel], coarse[1][out_sel],
+        smooth[3][out_sel], fine[out_sel], coarse[out_sel],
     )
-    brain = np.power(tissue, np.float32(subject.gamma))
+    # T1 contrast of this scan: template CSF / grey / white levels mapped to the subject's
+    brain = np.interp(tissue, _TEMPLATE_LEVELS, [0.0, subject.csf, subject.grey, 1.0, 1.2]).astype(np.float32)
     brain *= 1.0 + np.float32(subject.texture) * fine
+    # enhancing cortical veins: zero crossings of a smooth field, in the CSF of the sulci
+    veins = np.exp(-np.square(coarse / np.float32(0.08))) * (tissue < 0.5) * (inside_mm < 10.0)
+    brain += (0.9 - brain) * veins * np.float32(0.7)
     image += (brain - image) * np.clip(inside_mm / 0.7 + 0.5, 0.0, 1.0)
     inside = inside_mm > 0
     regions = np.zeros(shape, np.uint8)
@@ -310,12 +324,21 @@ def generate_slice(
         offset = rng.uniform(-0.7, 0.7) * spec.radius
         origin[normal_axis] = spec.centre[normal_axis] + offset
     fields = _draw_fields(rng, coords, spec)
-    image, regions, inside = _render(template, subject, spec, fields, origin, vectors, coords)
-    if spec is not None and not np.isin(regions, (1, 2)).any():
-        # the cut missed the tumour (e.g. a convexity meningioma cut above the skull): go through its centre
-        offset = 0.0
-        origin[normal_axis] = spec.centre[normal_axis]
+    for _ in range(4):
         image, regions, inside = _render(template, subject, spec, fields, origin, vectors, coords)
+        if spec is None:
+            break
+        tumour_px = int(np.count_nonzero((regions == 1) | (regions == 2)))
+        if tumour_px == 0 and offset != 0.0:
+            # the cut missed the tumour (e.g. above a convexity meningioma): cut through its centre
+            offset = 0.0
+        elif tumour_px > MAX_FRACTION * max(int(np.count_nonzero(inside)), 1):
+            # too large for this slice: shrink it to ~80 % of the limit
+            factor = float(np.sqrt(0.8 * MAX_FRACTION * np.count_nonzero(inside) / tumour_px))
+            spec, offset = shrink(spec, factor), offset * factor
+        else:
+            break
+        origin[normal_axis] = spec.centre[normal_axis] + offset
     out = acquire(image, rng, blur_mm=(subject.blur_px * spacing,) * 2, spacing=(spacing, spacing),
                   wm_level=subject.wm_level, snr=subject.snr)
     return _sample(out, regions, inside, spec, (spacing, spacing), plane, seed, subject, offset)

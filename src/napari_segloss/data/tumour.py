@@ -13,7 +13,7 @@ large ones (``docs`` and ``tests/test_synthetic.py`` report the measured skewnes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,18 +23,22 @@ TUMOUR_KINDS: tuple[str, ...] = ("meningioma", "glioma", "pituitary")
 
 #: (median radius mm, log-normal sigma, min mm, max mm) of the 3D tumour radius per kind
 RADIUS_MM: dict[str, tuple[float, float, float, float]] = {
-    "meningioma": (14.0, 0.35, 4.0, 26.0),
-    "glioma": (15.0, 0.35, 5.0, 25.0),
+    "meningioma": (15.0, 0.35, 4.0, 28.0),
+    "glioma": (16.0, 0.35, 5.0, 28.0),
     "pituitary": (7.5, 0.3, 3.0, 13.0),
 }
 
 
 @dataclass(frozen=True)
 class TumourSpec:
-    """One tumour in subject space (mm). ``shape`` maps ``p - centre`` to unit-sphere units times R."""
+    """One tumour in subject space (mm). ``shape`` maps ``p - centre`` to unit-sphere units times R.
+
+    ``anchor`` is the point it grows from (the dural base of a meningioma, else the centre).
+    """
 
     kind: str
     centre: np.ndarray
+    anchor: np.ndarray
     radius: float
     shape: np.ndarray
     mass_effect: float
@@ -64,31 +68,39 @@ def draw_tumour(
     axes /= np.cbrt(axes.prod())
     shape = np.diag(1.0 / axes) @ _rotation(rng).T
     if kind == "meningioma":
-        base = template.dura[rng.integers(len(template.dura))]
-        centre = base - template.icv_normal(base) * radius * rng.uniform(0.25, 0.6)
+        anchor = template.dura[rng.integers(len(template.dura))]
+        centre = anchor - template.icv_normal(anchor) * radius * rng.uniform(0.25, 0.6)
         params = dict(mass_effect=rng.uniform(0.45, 0.6), lobulation=rng.uniform(0.02, 0.06), edge=0.03,
-                      core=rng.uniform(0.0, 0.45) if rng.random() < 0.15 else 0.0,
+                      core=rng.uniform(0.15, 0.4) if rng.random() < 0.08 else 0.0,
                       oedema=rng.uniform(1.15, 1.5) if rng.random() < 0.4 else 1.0,
                       brightness=rng.uniform(1.2, 1.6), heterogeneity=rng.uniform(0.03, 0.08))
     elif kind == "glioma":
-        centre = template.white_matter[rng.integers(len(template.white_matter))]
+        centre = anchor = template.white_matter[rng.integers(len(template.white_matter))]
         params = dict(mass_effect=rng.uniform(0.3, 0.5), lobulation=rng.uniform(0.12, 0.25),
                       edge=rng.uniform(0.06, 0.14),
                       core=rng.uniform(0.35, 0.75) if rng.random() < 0.85 else 0.0,
                       oedema=rng.uniform(1.35, 2.1), brightness=rng.uniform(1.1, 1.5),
                       heterogeneity=rng.uniform(0.1, 0.2))
     elif kind == "pituitary":
-        centre = template.sella + np.array([0.0, 0.0, 0.45 * radius])  # suprasellar growth
+        anchor = template.sella
+        centre = anchor + np.array([0.0, 0.0, 0.45 * radius])  # suprasellar growth
         params = dict(mass_effect=rng.uniform(0.25, 0.45), lobulation=rng.uniform(0.02, 0.06), edge=0.04,
                       core=rng.uniform(0.2, 0.5) if (radius > 8 and rng.random() < 0.3) else 0.0,
                       oedema=1.0, brightness=rng.uniform(1.0, 1.35), heterogeneity=rng.uniform(0.04, 0.1))
     else:
         raise ValueError(f"unknown tumour kind {kind!r}; valid: {', '.join(TUMOUR_KINDS)}")
     return TumourSpec(
-        kind=kind, centre=to_subject(np.asarray(centre, float)), radius=radius, shape=shape,
+        kind=kind, centre=to_subject(np.asarray(centre, float)), anchor=to_subject(np.asarray(anchor, float)),
+        radius=radius, shape=shape,
         mass_length=1.5 * radius, oedema_drop=rng.uniform(0.15, 0.3), core_level=rng.uniform(0.18, 0.35),
         **params,
     )
+
+
+def shrink(spec: TumourSpec, factor: float) -> TumourSpec:
+    """The same tumour scaled by ``factor`` about its anchor (a meningioma stays on the dura)."""
+    return replace(spec, radius=spec.radius * factor, mass_length=spec.mass_length * factor,
+                   centre=spec.anchor + (spec.centre - spec.anchor) * factor)
 
 
 def _offset(points: np.ndarray, spec: TumourSpec) -> np.ndarray:
