@@ -30,6 +30,8 @@ from napari_segloss.preprocess import normalize, to_grayscale
 ACTIVATION_BYTES_PER_PIXEL = 256
 #: memory the activations of one batch may take (CPU and GPU)
 DEFAULT_BUDGET_BYTES = 512 * 2**20
+#: smallest padded side: at 32 px the FPN's coarsest level is 1x1 and its GroupNorm cannot run
+MIN_SIZE = 2 * SIZE_MULTIPLE
 #: largest batch (bigger ones stop paying off on the CPU and make progress reports coarse)
 MAX_BATCH = 16
 
@@ -66,9 +68,9 @@ class Prediction:
         return self.probability >= np.float32(threshold)
 
 
-def padding_for(size: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """``(before, after)`` padding that brings ``size`` to the next multiple (at least one multiple)."""
-    target = max(multiple, math.ceil(size / multiple) * multiple)
+def padding_for(size: int, multiple: int = SIZE_MULTIPLE, minimum: int = MIN_SIZE) -> tuple[int, int]:
+    """``(before, after)`` padding that brings ``size`` to the next multiple, and to at least ``minimum``."""
+    target = max(minimum, math.ceil(size / multiple) * multiple)
     total = target - size
     return total // 2, total - total // 2
 
@@ -191,7 +193,7 @@ def predict(
             raise ValueError(f"spacing must be {spatial_ndim} positive numbers (mm), got {spacing}")
     total = data.shape[0]
     out = np.empty((total, *data.shape[-2:]), dtype=np.float32)
-    plan = batches(total, batch_size_for(*data.shape[-2:]))
+    plan = batches(total, batch_size_for(*data.shape[-2:], budget_bytes=DEFAULT_BUDGET_BYTES))
     if progress is not None:
         progress(0, total)
     for part in plan:
