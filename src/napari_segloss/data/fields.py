@@ -44,12 +44,9 @@ class SmoothField:
 
     def __call__(self, *axes_mm: np.ndarray) -> np.ndarray:
         """Evaluate on the grid spanned by 1D mm coordinates per axis → (channels, n0, n1, ...)."""
-        *rest, last = (self._basis(axis, coords) for axis, coords in enumerate(axes_mm))
-        out = self.weights @ last.T  # one GEMM for the last axis: (channels, N0, ..., n_last)
-        done = last.shape[0]  # size of the already evaluated trailing grid axes
-        for axis in reversed(range(len(rest))):
-            lead = out.shape[: axis + 2]  # (channels, N0, ..., N_axis)
-            out = np.matmul(rest[axis], out.reshape(int(np.prod(lead[:-1])), lead[-1], done))
-            done *= rest[axis].shape[0]
-            out = out.reshape(*lead[:-1], done)
-        return out.reshape(self.weights.shape[0], *(len(a) for a in axes_mm))
+        bases = [self._basis(axis, coords) for axis, coords in enumerate(axes_mm)]
+        out = self.weights
+        # contract the axis that shrinks the array most first (e.g. the few slices of a slab)
+        for axis in sorted(range(len(bases)), key=lambda a: bases[a].shape[0] / bases[a].shape[1]):
+            out = np.moveaxis(np.tensordot(bases[axis], out, axes=([1], [axis + 1])), 0, axis + 1)
+        return np.ascontiguousarray(out)
