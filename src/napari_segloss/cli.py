@@ -58,6 +58,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from napari_segloss.predict_cli import PredictError, run
+
+    try:
+        return run(args)
+    except PredictError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -71,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the whole window and exit")
     demo.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D volume sample")
     demo.set_defaults(handler=_cmd_demo)
+
+    pr = sub.add_parser("predict", help="segment one image or volume with one or all checkpoints",
+                        description="Write prediction, heatmap, contour and difference images and metrics.csv/json.")
+    pr.add_argument("image", metavar="IMAGE", help="PNG/JPG/TIFF/NIfTI/DICOM file or DICOM series folder")
+    pr.add_argument("--mask", metavar="GT", help="ground-truth mask of the same shape: metrics and a difference map")
+    pr.add_argument("--checkpoint", metavar="NAME|all", help="checkpoint name or path, or 'all' (default: the default one)")
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
+    pr.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the mask")
+    pr.add_argument("--out", metavar="DIR", help="output folder (default: ./<image name>_segloss)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    pr.set_defaults(handler=_cmd_predict)
 
     tr = sub.add_parser("train", help="train a checkpoint with one loss (the bundled checkpoints' recipe)")
     tr.add_argument("--loss", required=True, help="loss name (see napari_segloss.losses.available())")
