@@ -293,8 +293,8 @@ def generate_slice(
 
     Args:
         seed: the same seed (and arguments) always gives the same sample.
-        size: output (H, W) in pixels (an int for square); the field of view is 210–250 mm
-            across the larger side, so the pixel size is about 0.9 mm at 256.
+        size: output (H, W) in pixels (an int for square); the field of view is 235–270 mm
+            across the larger side, so the pixel size is about 1 mm at 256.
         plane: "axial", "coronal", "sagittal", or "random" (one of the three, drawn from the seed).
         tumour: "random" (30 % none, else a kind in the seed dataset's proportions), a kind
             ("meningioma", "glioma", "pituitary"), or None / "none" for a healthy slice.
@@ -310,7 +310,7 @@ def generate_slice(
     kind = _resolve_kind(rng, tumour, EMPTY_SHARE)
     template = load_template()
     subject = _draw_subject(rng, template)
-    spacing = rng.uniform(210.0, 250.0) / max(h, w)
+    spacing = rng.uniform(235.0, 270.0) / max(h, w)
     col, row, normal_axis = _PLANE_AXES[plane]
     vectors = [np.array(row), np.array(col)]
     coords = [(np.arange(h) - (h - 1) / 2) * spacing, (np.arange(w) - (w - 1) / 2) * spacing]
@@ -354,7 +354,7 @@ def generate_volume(
 
     Args:
         seed: the same seed (and arguments) always gives the same volume.
-        shape: (D, H, W); the slices span 130–150 mm, the in-plane field of view 210–250 mm.
+        shape: (D, H, W); the slices span 130–150 mm, the in-plane field of view 235–270 mm.
         tumour: "random" (one of the three kinds in the seed dataset's proportions; the slices
             away from it are the tumour-free ones), a kind, or None / "none".
     Returns:
@@ -367,7 +367,7 @@ def generate_volume(
     kind = _resolve_kind(rng, tumour, 0.0)
     template = load_template()
     subject = _draw_subject(rng, template)
-    spacing = rng.uniform(210.0, 250.0) / max(h, w)
+    spacing = rng.uniform(235.0, 270.0) / max(h, w)
     dz = rng.uniform(130.0, 150.0) / d
     col, row, _ = _PLANE_AXES["axial"]
     vectors = [np.array([0.0, 0.0, 1.0]), np.array(row), np.array(col)]
@@ -375,6 +375,11 @@ def generate_volume(
               (np.arange(w) - (w - 1) / 2) * spacing]
     origin = subject.to_subject(template.centre) + np.array([*rng.uniform(-8, 8, 2), rng.uniform(-5, 5)])
     spec = None if kind is None else draw_tumour(rng, kind, template, subject.to_subject)
+    if spec is not None:
+        # shift the stack by less than a slice so that one slice cuts through the tumour's centre
+        # (thick slices would otherwise step over a small pituitary adenoma)
+        rel = spec.centre[2] - origin[2]
+        origin[2] += rel - coords[0][int(np.argmin(np.abs(coords[0] - rel)))]
     fields = _draw_fields(rng, coords, spec)
     image = np.empty((d, h, w), np.float32)
     regions = np.empty((d, h, w), np.uint8)
