@@ -20,9 +20,9 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +140,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str], ndim: int) -> str:
 
 def _publish(tmp: Path, out: Path) -> None:
     """Move the finished temporary folder to ``out``, replacing an old one only at the last step."""
-    backup = None
-    if out.exists():
-        backup = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, backup / out.name)
+    backup = out.parent / f".{out.name}.old-{secrets.token_hex(4)}" if out.exists() else None
+    if backup is not None:
+        os.replace(out, backup)
     os.replace(tmp, out)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
@@ -178,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = _checkpoints(args.checkpoint)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()  # ordinary permissions (umask), unlike tempfile.mkdtemp's 0700
     rows, records = [], []
     total = sum(len(loaded) * (shape[0] if len(shape) == 3 else 1) for shape in spatial)
     try:
