@@ -1,0 +1,177 @@
+"""Safe extraction of an input ZIP: every member is checked before a byte is written.
+
+Refused members (listed with the reason, the rest is extracted): absolute paths (``/x``,
+``C:\\x``, ``\\\\server\\x``), ``..`` components (zip slip), symbolic links, encrypted members,
+members that are not images (by extension; extension-less members must carry the DICOM magic
+``DICM`` at byte 128) and members whose compression ratio exceeds ``max_ratio``. The whole archive
+is refused (:class:`ArchiveError`) when its declared uncompressed size exceeds ``max_total_bytes``
+or it has more than ``max_members`` members (zip bombs). Sizes are enforced while copying too, so a
+header that understates a member's size cannot fill the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+#: file name endings accepted as images (lower case); extension-less files must be DICOM
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".ima", ".nii", ".nii.gz")
+#: default limit on the archive's total uncompressed size (bytes)
+MAX_TOTAL_BYTES = 8 * 2**30
+#: default limit on one member's uncompressed / compressed size ratio (applied above 1 MiB)
+MAX_RATIO = 200.0
+#: default limit on the number of members
+MAX_MEMBERS = 200_000
+_RATIO_FLOOR_BYTES = 2**20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_COPY_CHUNK = 2**20
+
+
+class ArchiveError(ValueError):
+    """The archive as a whole is refused (unreadable, too large, too many members)."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A member that was not extracted: ``name`` as stored in the archive, and ``reason``."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class Extraction:
+    """Result of :func:`safe_extract`: ``root`` (the destination folder), the relative POSIX
+    paths of the ``extracted`` files and the ``refused`` members."""
+
+    root: Path
+    extracted: list[str] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+def has_image_suffix(name: str) -> bool:
+    """Whether ``name`` ends in one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _unsafe_path(name: str) -> str | None:
+    """Why ``name`` may not be extracted as a path, or None when it is a safe relative path."""
+    if "\x00" in name:
+        return "NUL character in the name"
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or _DRIVE.match(posix):
+        return "absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return "'..' in the path (zip slip)"
+    return None
+
+
+def _looks_dicom(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    with archive.open(info) as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_ratio: float) -> str | None:
+    reason = _unsafe_path(info.filename)
+    if reason:
+        return reason
+    if _is_symlink(info):
+        return "symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted member"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > _RATIO_FLOOR_BYTES and ratio > max_ratio:
+        return f"compression ratio {ratio:.0f}:1 exceeds {max_ratio:.0f}:1 (zip bomb?)"
+    base = PurePosixPath(info.filename.replace("\\", "/")).name
+    if base.startswith(".") or "__MACOSX" in info.filename:
+        return "hidden or system file"
+    if has_image_suffix(base):
+        return None
+    if "." not in base and _looks_dicom(archive, info):
+        return None
+    suffix = PurePosixPath(base).suffix or "(no extension, not DICOM)"
+    return f"not an image file ({suffix})"
+
+
+def _copy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int) -> int:
+    """Copy one member to ``target``; stop at its declared size or the remaining ``budget``."""
+    limit = min(info.file_size, budget)
+    written = 0
+    with archive.open(info) as src, open(target, "xb") as dst:
+        while chunk := src.read(_COPY_CHUNK):
+            written += len(chunk)
+            if written > limit:
+                raise ArchiveError(f"{info.filename}: holds more data than declared (zip bomb?)")
+            dst.write(chunk)
+    return written
+
+
+def safe_extract(
+    zip_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    members: Callable[[str], bool] | None = None,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_ratio: float = MAX_RATIO,
+    max_members: int = MAX_MEMBERS,
+) -> Extraction:
+    """Extract the image members of ``zip_path`` below ``dest`` (created if needed).
+
+    Args:
+        zip_path: the archive.
+        dest: destination folder; nothing is ever written outside it.
+        members: optional filter on member names (``True`` = extract); others are ignored silently.
+        max_total_bytes / max_ratio / max_members: zip-bomb limits (see the module docstring).
+    Returns:
+        :class:`Extraction` with the extracted relative paths and the refused members.
+    Raises:
+        ArchiveError: not a ZIP file, too many members, or too much (declared or actual) data.
+    """
+    zip_path, root = Path(zip_path), Path(dest)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(f"{zip_path}: not a readable ZIP file ({exc})") from None
+    result = Extraction(root=root)
+    with archive:
+        infos = [i for i in archive.infolist() if not i.is_dir() and (members is None or members(i.filename))]
+        if len(infos) > max_members:
+            raise ArchiveError(f"{zip_path}: {len(infos)} members exceed the limit of {max_members}")
+        total = sum(i.file_size for i in infos)
+        if total > max_total_bytes:
+            raise ArchiveError(
+                f"{zip_path}: {total / 2**30:.2f} GiB uncompressed exceeds the limit of "
+                f"{max_total_bytes / 2**30:.2f} GiB (zip bomb?)"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        budget = max_total_bytes
+        for info in infos:
+            reason = _member_problem(archive, info, max_ratio)
+            if reason:
+                result.refused.append(Refused(info.filename, reason))
+                continue
+            relative = PurePosixPath(info.filename.replace("\\", "/"))
+            target = root.joinpath(*relative.parts)
+            if target.exists():
+                result.refused.append(Refused(info.filename, "duplicate member name"))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                budget -= _copy(archive, info, target, budget)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, truncated data
+                target.unlink(missing_ok=True)
+                result.refused.append(Refused(info.filename, f"corrupt member ({exc})"))
+                continue
+            result.extracted.append(relative.as_posix())
+    return result

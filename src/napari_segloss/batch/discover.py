@@ -1,0 +1,215 @@
+"""Find the scans in a batch input folder and pair each image with its ground-truth mask.
+
+Units: every PNG/JPG/BMP/TIFF/NIfTI/DICOM file is one unit, except that a folder holding two or
+more DICOM files (and nothing else: no sub-folders, no raster files, no mask-named files) is one
+DICOM series unit named after the folder. Masks follow the reader's convention
+(:func:`napari_segloss.io.raster.is_mask_name`: ``x_mask``, ``x_seg``, ``x_label(s)``), and every
+unit below a ``masks/`` folder that has an ``images/`` sibling is a mask.
+
+Pairing: an image and a mask pair when they sit in the same folder (or in sibling ``images/``
+and ``masks/`` folders, at the same relative place) and the mask's stem is the image's stem, with
+or without the mask suffix (``image1.png`` + ``image1_mask.png``; ``images/a.tif`` +
+``masks/a.png``). Images without a mask are processed without metrics; masks without an image,
+non-image files and ambiguous groups are listed in the manifest with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from napari_segloss.batch.archive import has_image_suffix
+from napari_segloss.io.raster import is_mask_name
+
+Status = Literal["paired", "unpaired", "skipped", "failed"]
+_DICOM_SUFFIXES = (".dcm", ".ima")
+_RASTER_OR_NIFTI = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz")
+_PAIR_DIR = "\x00pair"  # stands for both "images" and "masks" while grouping
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scan to process.
+
+    Attributes:
+        name: unique output name, a POSIX path without extension (``"sub/image1"``).
+        image: the image file or DICOM series folder.
+        mask: the ground-truth mask file or folder, or None.
+        source / mask_source: ``image`` / ``mask`` relative to the input root (POSIX).
+    """
+
+    name: str
+    image: Path
+    mask: Path | None
+    source: str
+    mask_source: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One manifest row: ``path`` (relative, POSIX; folders end in ``/``), ``role``
+    (image | mask | other), ``status`` (paired | unpaired | skipped | failed), the ``item`` name it
+    belongs to, its ``partner`` path and a human-readable ``reason``."""
+
+    path: str
+    role: str
+    status: Status
+    item: str = ""
+    partner: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found below ``root``: the ``items`` to process and one manifest
+    ``entries`` row per file, folder unit or refused member."""
+
+    root: Path
+    items: list[Item]
+    entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    path: Path
+    rel: PurePosixPath
+    is_mask: bool
+    group: tuple[str, str]  # (pairing folder, stem without mask suffix)
+    display: str
+
+
+def _is_dicom_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in _DICOM_SUFFIXES:
+        return True
+    if suffix:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _stem(name: str) -> str:
+    lower = name.lower()
+    return name[: -len(".nii.gz")] if lower.endswith(".nii.gz") else str(PurePosixPath(name).with_suffix(""))
+
+
+def _strip_mask_suffix(stem: str) -> str:
+    if not is_mask_name(stem + ".png"):
+        return stem
+    return stem[: max(stem.rfind("_"), stem.rfind("-"))]
+
+
+def _pair_layout(rel_dir: PurePosixPath, root: Path) -> tuple[PurePosixPath, bool | None]:
+    """``rel_dir`` with an ``images``/``masks`` component replaced by a common marker, and
+    whether that component was ``masks`` (None when there is no images/ + masks/ pair)."""
+    parts = rel_dir.parts
+    for i, part in enumerate(parts):
+        if part.lower() in ("images", "masks"):
+            parent = root.joinpath(*parts[:i])
+            siblings = {p.name.lower() for p in parent.iterdir() if p.is_dir()}
+            if {"images", "masks"} <= siblings:
+                return PurePosixPath(*parts[:i], _PAIR_DIR, *parts[i + 1 :]), part.lower() == "masks"
+    return rel_dir, None
+
+
+def _unit(path: Path, root: Path, *, folder: bool) -> _Unit:
+    rel = PurePosixPath(path.relative_to(root).as_posix())
+    pair_dir, in_masks = _pair_layout(rel.parent, root)
+    stem = rel.name if folder else _stem(rel.name)
+    is_mask = in_masks if in_masks is not None else is_mask_name(rel.name if not folder else rel.name + ".png")
+    key = _strip_mask_suffix(stem) if is_mask else stem
+    return _Unit(path, rel, bool(is_mask), (str(pair_dir), key), rel.as_posix() + ("/" if folder else ""))
+
+
+def _walk(root: Path) -> tuple[list[_Unit], list[Entry]]:
+    units: list[_Unit] = []
+    skipped: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        files = sorted(f for f in filenames if not f.startswith("."))
+        dicom = [f for f in files if _is_dicom_file(here / f)]
+        others = [f for f in files if f not in dicom]
+        series = (
+            len(dicom) >= 2
+            and not dirnames
+            and here != root
+            and not any(is_mask_name(f) for f in dicom)
+            and not any(has_image_suffix(f) for f in others)
+        )
+        if series:
+            units.append(_unit(here, root, folder=True))
+        else:
+            units.extend(_unit(here / f, root, folder=False) for f in dicom)
+        for f in others:
+            rel = (here / f).relative_to(root).as_posix()
+            if f.lower().endswith(_RASTER_OR_NIFTI):
+                units.append(_unit(here / f, root, folder=False))
+            else:
+                suffix = PurePosixPath(f).suffix or "(no extension, not DICOM)"
+                skipped.append(Entry(rel, "other", "skipped", reason=f"not an image file ({suffix})"))
+    return units, skipped
+
+
+def _item_name(unit: _Unit, taken: set[str]) -> str:
+    parts = [p for p in PurePosixPath(unit.group[0]).parts if p != _PAIR_DIR and p != "."]
+    name = "/".join([*parts, unit.group[1]])
+    if name in taken:
+        name = "/".join([*parts, unit.rel.name])
+    while name in taken:
+        name += "+"
+    taken.add(name)
+    return name
+
+
+def discover(root: str | os.PathLike) -> Discovery:
+    """Units and pairs below ``root`` (recursively; hidden files and ``__MACOSX`` ignored).
+
+    Returns a :class:`Discovery`: items in sorted path order, and manifest entries for paired and
+    unpaired images, unpaired or ambiguous masks and skipped non-image files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    units, entries = _walk(root)
+    groups: dict[tuple[str, str], list[_Unit]] = defaultdict(list)
+    for unit in units:
+        groups[unit.group].append(unit)
+    items: list[Item] = []
+    taken: set[str] = set()
+    for key in sorted(groups, key=lambda k: min(u.display for u in groups[k])):
+        images = [u for u in groups[key] if not u.is_mask]
+        masks = [u for u in groups[key] if u.is_mask]
+        if len(images) == 1 and len(masks) == 1:
+            image, mask = images[0], masks[0]
+            name = _item_name(image, taken)
+            items.append(Item(name, image.path, mask.path, image.display, mask.display))
+            entries.append(Entry(image.display, "image", "paired", name, mask.display))
+            entries.append(Entry(mask.display, "mask", "paired", name, image.display))
+            continue
+        ambiguous = len(images) > 1 or len(masks) > 1
+        for image in images:
+            name = _item_name(image, taken)
+            items.append(Item(name, image.path, None, image.display, None))
+            reason = (
+                f"{len(images)} images and {len(masks)} masks share the stem {key[1]!r}; not paired"
+                if ambiguous
+                else "no mask found: predictions only, no metrics"
+            )
+            entries.append(Entry(image.display, "image", "unpaired", name, reason=reason))
+        for mask in masks:
+            reason = (
+                f"{len(masks)} masks share the stem {key[1]!r}; not paired"
+                if len(masks) > 1
+                else f"no image with the stem {key[1]!r}; mask ignored"
+            )
+            entries.append(Entry(mask.display, "mask", "unpaired", reason=reason))
+    entries.sort(key=lambda e: e.path)
+    return Discovery(root, items, entries)

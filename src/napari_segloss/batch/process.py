@@ -1,0 +1,198 @@
+"""The per-batch work function: every checkpoint over a few samples, with metrics and renderings.
+
+:func:`process_chunk` is what the runner calls locally and what dask workers run; it is a
+module-level function of picklable arguments. Checkpoints are named by path and loaded through
+:func:`napari_segloss.checkpoints.load`, whose per-process LRU cache means each worker process
+loads each checkpoint once, however many chunks it runs. 2D samples of equal shape share forward
+passes; volumes go through :func:`napari_segloss.inference.predict` (slice batches). A sample or
+checkpoint that fails is reported in :attr:`ItemOutput.errors`; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_segloss import metrics, overlays
+from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
+from napari_segloss.batch.samples import Sample
+from napari_segloss.inference import InferenceCancelled, Prediction, _forward_batch, _model_input, _prepared, predict
+from napari_segloss.models import resolve_device
+
+#: the outputs written per sample and checkpoint (the difference overlay needs ground truth)
+OUTPUT_KINDS = ("pred_mask", "heatmap", "contours", "difference")
+#: the columns of a metrics.csv row before the metrics (``metrics.METRIC_KEYS``)
+ROW_COLUMNS = ("image", "checkpoint", "loss", "family", "has_truth", "shape", "spacing_mm", "threshold")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint as the workers see it: ``path`` of its card plus what the report shows."""
+
+    name: str
+    loss: str
+    family: str
+    path: str
+    weights_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Settings shared by every chunk: checkpoints, device, mask ``threshold`` in [0, 1],
+    NSD ``tolerance_mm`` and the thumbnail size in pixels."""
+
+    checkpoints: tuple[CheckpointRef, ...]
+    device: str = "auto"
+    threshold: float = 0.5
+    tolerance_mm: float = 1.0
+    thumbnail_px: int = 160
+
+
+@dataclass
+class ItemOutput:
+    """Results for one sample.
+
+    Attributes:
+        name: the item name.
+        files: ZIP member name -> encoded PNG/TIFF bytes (``cases/<name>/<checkpoint>_<kind>.png``).
+        rows: one metrics.csv row per checkpoint that succeeded.
+        thumbnails: checkpoint name -> small PNG (difference overlay, or contours without truth).
+        errors: checkpoint name -> reason, for the checkpoints that failed on this sample.
+    """
+
+    name: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    thumbnails: dict[str, bytes] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def member_name(item: str, checkpoint: str, kind: str, volume: bool) -> str:
+    """ZIP member of one output: ``cases/<item>/<checkpoint>_<kind>.png`` (``.tif`` for volumes)."""
+    return f"cases/{item}/{checkpoint}_{kind}.{'tif' if volume else 'png'}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def predict_many(
+    images: Sequence[np.ndarray], checkpoint: str, device: str, cancel: Callable[[], bool] | None = None
+) -> list[np.ndarray]:
+    """Float32 probabilities of each image (its spatial shape) under ``checkpoint`` (a path or name).
+
+    2D images of one shape and layout run as one batch, each normalised on its own exactly as
+    :func:`~napari_segloss.inference.predict` does (so the results equal ``predict``'s); volumes
+    and mixed shapes go image by image through ``predict``.
+    """
+    dev = resolve_device(device)
+    loaded = _prepared(checkpoint, dev)
+    card = loaded.card
+    if len(images) > 1 and len({np.shape(image) for image in images}) == 1:
+        parts = [_model_input(image, card.input_channels, card.normalization) for image in images]
+        if all(ndim == 2 for _, ndim in parts):
+            return list(_forward_batch(loaded.model, np.concatenate([data for data, _ in parts]), dev))
+    return [predict(image, loaded, device=dev, cancel=cancel).probability for image in images]
+
+
+def _probabilities(
+    samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
+) -> list[np.ndarray | Exception]:
+    """:func:`predict_many` over the samples; when the batch fails (device out of memory, one odd
+    image), again one by one so that the error is attributed to its sample."""
+    try:
+        return list(predict_many([s.image for s in samples], ref.path, job.device, cancel))
+    except InferenceCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
+        if len(samples) == 1:
+            return [exc]
+    results: list[np.ndarray | Exception] = []
+    for sample in samples:
+        try:
+            results.append(predict_many([sample.image], ref.path, job.device, cancel)[0])
+        except InferenceCancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above
+            results.append(exc)
+    return results
+
+
+def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job) -> dict[str, Any]:
+    identity = (
+        sample.name,
+        ref.name,
+        ref.loss,
+        ref.family,
+        sample.truth is not None,
+        "x".join(str(n) for n in sample.spatial_shape),
+        "x".join(f"{s:g}" for s in sample.spacing),
+        job.threshold,
+    )
+    row: dict[str, Any] = dict(zip(ROW_COLUMNS, identity))
+    if sample.truth is not None:
+        values = metrics.compute(mask, sample.truth, sample.spacing, tolerance_mm=job.tolerance_mm)
+    else:
+        values = {key: math.nan for key in metrics.METRIC_KEYS}
+        values["volume_pred"] = metrics.volume(mask, sample.spacing)
+    row.update({key: values[key] for key in metrics.METRIC_KEYS})
+    return row
+
+
+def _thumbnail_slice(sample: Sample, mask: np.ndarray) -> int:
+    """The slice of a volume with the most ground truth (else prediction) voxels."""
+    reference = sample.truth if sample.truth is not None and sample.truth.any() else mask
+    return int(np.argmax(reference.reshape(reference.shape[0], -1).sum(axis=1)))
+
+
+def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: Job, out: ItemOutput) -> None:
+    prediction = Prediction(probability, sample.spacing, ref.name)
+    mask = prediction.mask(job.threshold)
+    volume = mask.ndim == 3
+    rendered = {
+        "pred_mask": mask,
+        "heatmap": overlays.render_heatmap(sample.image, probability),
+        "contours": overlays.render_contours(sample.image, mask, sample.truth),
+    }
+    if sample.truth is not None:
+        rendered["difference"] = overlays.render_difference(
+            sample.image, overlays.difference_map(mask, sample.truth)
+        )
+    files = {
+        member_name(sample.name, ref.name, kind, volume): tiff_bytes(array, sample.spacing) if volume else png_bytes(array)
+        for kind, array in rendered.items()
+    }
+    row = _metrics_row(sample, ref, mask, job)
+    preview = rendered["difference" if sample.truth is not None else "contours"]
+    if volume:
+        preview = preview[_thumbnail_slice(sample, mask)]
+    out.files.update(files)
+    out.rows.append(row)
+    out.thumbnails[ref.name] = thumbnail_png(preview, job.thumbnail_px)
+
+
+def process_chunk(samples: Sequence[Sample], job: Job, cancel: Callable[[], bool] | None = None) -> list[ItemOutput]:
+    """Run every checkpoint of ``job`` over ``samples`` and build each sample's outputs.
+
+    Args:
+        samples: 2D samples of one shape (batched together) or a single volume.
+        job: checkpoints and settings.
+        cancel: checked by ``predict`` between slice batches of a volume (local runs only).
+    Returns:
+        one :class:`ItemOutput` per sample, in order.
+    """
+    outputs = [ItemOutput(sample.name) for sample in samples]
+    for ref in job.checkpoints:
+        for sample, probability, out in zip(samples, _probabilities(samples, ref, job, cancel), outputs):
+            if isinstance(probability, Exception):
+                out.errors[ref.name] = _describe(probability)
+                continue
+            try:
+                _outputs(sample, ref, probability, job, out)
+            except Exception as exc:  # noqa: BLE001 - a bad sample must not stop the others
+                out.errors[ref.name] = _describe(exc)
+    return outputs

@@ -1,0 +1,391 @@
+"""Run checkpoints over a folder or ZIP of scans and write one result ZIP: :func:`run_batch`.
+
+The result ZIP (written to a temporary file beside ``out`` and renamed into place when complete,
+so ``out`` never holds a partial archive) contains:
+
+* ``cases/<item>/<checkpoint>_{pred_mask,heatmap,contours,difference}.png`` (``.tif`` for
+  volumes; ``difference`` only with ground truth);
+* ``metrics.csv``: one row per image x checkpoint, every key of ``metrics.METRIC_KEYS``;
+* ``summary.csv``: per checkpoint mean, std, median and count of each metric;
+* ``manifest.csv``: every input file with its role, status (paired, unpaired, skipped, failed)
+  and the reason;
+* ``run.json``: what was run (checkpoints with sha256, device, threshold, version, counts);
+* ``report.html``: self-contained (summary table, Dice box plot, thumbnail grid, manifest).
+
+Images are read, processed and written one batch at a time (memory bounded by the batches in
+flight); a failing file is recorded in the manifest and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from napari_segloss import __version__
+from napari_segloss.batch import report
+from napari_segloss.batch.archive import ArchiveError, safe_extract
+from napari_segloss.batch.discover import Discovery, Entry, Item, discover
+from napari_segloss.batch.errors import BatchCancelled, BatchError
+from napari_segloss.batch.executors import run_chunks
+from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
+from napari_segloss.batch.samples import Failure, Sample, chunked, read_sample
+from napari_segloss.metrics import METRIC_KEYS
+
+#: cases shown in the report's thumbnail grid (the lowest Dice first)
+MAX_THUMBNAILS = 48
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Progress of a run: ``done`` of ``total`` items (``failed`` among them), seconds
+    ``elapsed`` and the estimated seconds left (``eta_s``, None before the first item), and the
+    ``current`` item name."""
+
+    done: int
+    total: int
+    failed: int
+    elapsed_s: float
+    eta_s: float | None
+    current: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """``done / total`` in [0, 1]."""
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image x checkpoint result, for inspection: ``item`` name, ``checkpoint``, ``dice``,
+    the input-relative ``source`` / ``mask_source`` and the ZIP ``members`` by output kind."""
+
+    item: str
+    checkpoint: str
+    dice: float
+    source: str
+    mask_source: str | None
+    members: dict[str, str]
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_batch` did.
+
+    Attributes:
+        out: the result ZIP. input: the input folder or ZIP.
+        checkpoints: the checkpoints run. items: the processed items (discovery order).
+        rows: metrics.csv rows. summary: summary.csv rows. entries: the manifest.
+        failed: items with no output at all. seconds: wall time.
+    """
+
+    out: Path
+    input: Path
+    checkpoints: tuple[CheckpointRef, ...]
+    items: list[Item]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    entries: list[Entry]
+    failed: int
+    seconds: float
+    volumes: set[str] = field(default_factory=set)
+
+    def worst(self, n: int = 5) -> list[Case]:
+        """The ``n`` image x checkpoint results with the lowest Dice (defined Dice only)."""
+        by_name = {item.name: item for item in self.items}
+        scored = [r for r in self.rows if r["has_truth"] and not math.isnan(r["dice"])]
+        scored.sort(key=lambda r: (r["dice"], r["image"], r["checkpoint"]))
+        cases = []
+        for row in scored[:n]:
+            item = by_name[row["image"]]
+            volume = item.name in self.volumes
+            members = {k: member_name(item.name, row["checkpoint"], k, volume) for k in OUTPUT_KINDS}
+            cases.append(Case(item.name, row["checkpoint"], row["dice"], item.source, item.mask_source, members))
+        return cases
+
+
+def resolve_checkpoints(names: Sequence[str]) -> tuple[CheckpointRef, ...]:
+    """Checkpoints by registry name (case-insensitive), ``"all"`` (every registered one) or
+    card/weights path. Raises :class:`BatchError` for unknown names or when none is left."""
+    from napari_segloss.checkpoints import CheckpointError, list_checkpoints, load
+
+    registry = list_checkpoints()
+    by_name = {info.name.lower(): info for info in registry}
+    chosen = []
+    for name in names:
+        if name.lower() == "all":
+            chosen.extend(registry)
+        elif name.lower() in by_name:
+            chosen.append(by_name[name.lower()])
+        elif Path(name).expanduser().is_file():
+            try:
+                chosen.append(load(Path(name).expanduser(), device="cpu").info)
+            except CheckpointError as exc:
+                raise BatchError(str(exc)) from None
+        else:
+            available = ", ".join(i.name for i in registry) or "none registered"
+            raise BatchError(f"unknown checkpoint {name!r}; available: {available} (or 'all', or a path)")
+    refs: dict[str, CheckpointRef] = {}
+    for info in chosen:
+        ref = CheckpointRef(info.name, info.loss, info.family, str(info.path), info.card.weights_sha256)
+        if info.name in refs and refs[info.name].path != ref.path:
+            raise BatchError(f"two checkpoints are named {info.name!r}: {refs[info.name].path} and {ref.path}")
+        refs[info.name] = ref
+    if not refs:
+        raise BatchError("no checkpoints to run (the registry is empty; pass a checkpoint path)")
+    return tuple(refs.values())
+
+
+def _check_options(out: Path, threshold: float, workers: int, overwrite: bool) -> None:
+    if out.suffix.lower() != ".zip":
+        raise BatchError(f"{out}: the output must be a .zip file")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)")
+    if out.is_dir():
+        raise BatchError(f"{out}: is a folder")
+    if not 0.0 <= threshold <= 1.0:
+        raise BatchError(f"threshold must be in [0, 1], got {threshold}")
+    if workers < 1:
+        raise BatchError(f"workers must be at least 1, got {workers}")
+
+
+def _open_input(source: Path, workdir: Path) -> Discovery:
+    """Discover the items of a folder, or of a ZIP extracted safely into ``workdir``."""
+    if source.is_dir():
+        return discover(source)
+    if source.is_file() and zipfile.is_zipfile(source):
+        try:
+            extraction = safe_extract(source, workdir)
+        except ArchiveError as exc:
+            raise BatchError(str(exc)) from None
+        found = discover(workdir)
+        refused = [Entry(r.name, "other", "skipped", reason=f"refused: {r.reason}") for r in extraction.refused]
+        found.entries = sorted(found.entries + refused, key=lambda e: e.path)
+        return found
+    raise BatchError(f"{source}: expected a folder or a ZIP file")
+
+
+def _samples(found: Discovery) -> Iterator[Sample | Failure]:
+    """Read the items one by one; errors become :class:`Failure` with input-relative paths."""
+    prefix = f"{found.root}{os.sep}"
+    for item in found.items:
+        try:
+            yield read_sample(item)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, the rest goes on
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            yield Failure(item, reason.replace(prefix, ""))
+
+
+class _Thumbnails:
+    """The ``limit`` items with the lowest Dice (worst checkpoint), kept while streaming."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._heap: list[tuple[float, int, str, dict[str, bytes], dict[str, float]]] = []
+        self._count = 0
+
+    def add(self, output: ItemOutput) -> None:
+        if not output.thumbnails or self.limit <= 0:
+            return
+        dice = {r["checkpoint"]: float(r["dice"]) for r in output.rows}
+        defined = [d for d in dice.values() if not math.isnan(d)]
+        score = min(defined) if defined else math.inf
+        self._count += 1
+        entry = (-score, -self._count, output.name, output.thumbnails, dice)
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, entry)
+        else:
+            heapq.heappushpop(self._heap, entry)
+
+    def ordered(self) -> list[tuple[str, dict[str, bytes], dict[str, float]]]:
+        return [(name, pngs, dice) for _, _, name, pngs, dice in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``out``: atomic replace, or a hard link that fails if ``out``
+    appeared meanwhile."""
+    if overwrite:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)") from None
+    except OSError:  # file system without hard links
+        if out.exists():
+            raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)") from None
+        os.replace(tmp, out)
+    tmp.unlink(missing_ok=True)
+
+
+def run_batch(
+    source: str | os.PathLike,
+    checkpoints: Sequence[str] | str,
+    out: str | os.PathLike,
+    *,
+    device: str = "auto",
+    threshold: float = 0.5,
+    workers: int = 1,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    tolerance_mm: float = 1.0,
+    max_thumbnails: int = MAX_THUMBNAILS,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> BatchResult:
+    """Run ``checkpoints`` over every image in ``source`` and write the result ZIP ``out``.
+
+    Args:
+        source: a folder or a ZIP of images and masks (see :mod:`napari_segloss.batch.discover`).
+        checkpoints: registry names, paths, or ``"all"``.
+        out: the ``.zip`` to write (atomically).
+        device: ``auto | cpu | cuda[:i] | mps`` (on dask, the workers' device).
+        threshold: probability >= threshold is foreground.
+        workers: local threads processing batches (ignored with ``scheduler``).
+        scheduler: address of a dask.distributed scheduler; the workers need the checkpoint files
+            at the same paths.
+        overwrite: replace an existing ``out``.
+        tolerance_mm: NSD tolerance.
+        max_thumbnails: images in the report's thumbnail grid.
+        progress: called with a :class:`BatchProgress` at the start and after each item.
+        cancel: polled between batches; True stops the run with :class:`BatchCancelled`.
+    Raises:
+        FileExistsError: ``out`` exists and not ``overwrite``.
+        BatchError: bad input, no images, unknown checkpoint or bad option.
+        BatchCancelled: ``cancel()`` returned True (nothing is written).
+    """
+    start = time.perf_counter()
+    source, out = Path(source), Path(out)
+    _check_options(out, threshold, workers, overwrite)
+    refs = resolve_checkpoints([checkpoints] if isinstance(checkpoints, str) else checkpoints)
+    job = Job(refs, device=device, threshold=float(threshold), tolerance_mm=float(tolerance_mm))
+    workdir = Path(tempfile.mkdtemp(prefix="napari-segloss-batch-"))
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        found = _open_input(source, workdir)
+        if not found.items:
+            raise BatchError(f"{source}: no images found ({len(found.entries)} file(s) skipped)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as archive:
+            result = _stream(found, job, archive, source, workers, scheduler, max_thumbnails, progress, cancel, start)
+        _publish(tmp, out, overwrite)
+        result.out = out
+        result.seconds = time.perf_counter() - start
+        return result
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stream(
+    found: Discovery,
+    job: Job,
+    archive: zipfile.ZipFile,
+    source: Path,
+    workers: int,
+    scheduler: str | None,
+    max_thumbnails: int,
+    progress: Callable[[BatchProgress], None] | None,
+    cancel: Callable[[], bool] | None,
+    start: float,
+) -> BatchResult:
+    """Process every item, streaming outputs into ``archive``; then write the tables and report."""
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    order = {item.name: i for i, item in enumerate(found.items)}
+    entries = {e.path: e for e in found.entries}
+    by_name = {item.name: item for item in found.items}
+    rows: list[dict[str, Any]] = []
+    thumbs = _Thumbnails(max_thumbnails)
+    volumes: set[str] = set()
+    total, done, failed = len(found.items), 0, 0
+
+    def report_progress(current: str) -> None:
+        if progress is None:
+            return
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (total - done) if done else None
+        progress(BatchProgress(done, total, failed, elapsed, eta, current))
+
+    def fail(item: Item, reason: str) -> None:
+        nonlocal failed
+        failed += 1
+        entries[item.source] = dataclasses.replace(entries[item.source], status="failed", reason=reason)
+
+    report_progress("")
+    for chunk, outputs in run_chunks(chunked(_samples(found)), job, workers=workers, scheduler=scheduler, cancel=cancel):
+        if isinstance(chunk, Failure):
+            fail(chunk.item, chunk.reason)
+            done += 1
+            report_progress(chunk.item.name)
+            continue
+        if isinstance(outputs, Exception):
+            for sample in chunk:
+                fail(by_name[sample.name], f"{type(outputs).__name__}: {outputs}")
+        else:
+            for sample, output in zip(chunk, outputs):
+                if len(sample.spacing) == 3:
+                    volumes.add(sample.name)
+                for name, payload in output.files.items():
+                    archive.writestr(name, payload, compress_type=zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED)
+                rows.extend(output.rows)
+                thumbs.add(output)
+                if output.errors:
+                    reason = "; ".join(f"{ckpt}: {msg}" for ckpt, msg in output.errors.items())
+                    item = by_name[sample.name]
+                    if output.rows:
+                        old = entries[item.source]
+                        entries[item.source] = dataclasses.replace(old, reason="; ".join(filter(None, [old.reason, reason])))
+                    else:
+                        fail(item, reason)
+        done += len(chunk)
+        report_progress(chunk[-1].name)
+    if cancel is not None and cancel():
+        raise BatchCancelled("cancelled")
+    rank = {ref.name: i for i, ref in enumerate(job.checkpoints)}
+    rows.sort(key=lambda r: (order[r["image"]], rank[r["checkpoint"]]))
+    summary = report.summarize(rows, job.checkpoints)
+    manifest = sorted(entries.values(), key=lambda e: e.path)
+    run = {
+        "napari_segloss_version": __version__,
+        "started": started,
+        "seconds": round(time.perf_counter() - start, 2),
+        "input": source.name,
+        "images": total,
+        "failed": failed,
+        "device": job.device,
+        "threshold": job.threshold,
+        "nsd_tolerance_mm": job.tolerance_mm,
+        "checkpoints": [dataclasses.asdict(ref) | {"path": Path(ref.path).name} for ref in job.checkpoints],
+    }
+    shown = {k: v for k, v in run.items() if k != "checkpoints"}
+    shown["checkpoints"] = ", ".join(f"{r.name} ({r.loss}, sha256 {r.weights_sha256[:12]})" for r in job.checkpoints)
+    archive.writestr("metrics.csv", report.csv_bytes(rows, [*ROW_COLUMNS, *METRIC_KEYS]))
+    archive.writestr("summary.csv", report.csv_bytes(summary))
+    archive.writestr("manifest.csv", report.csv_bytes(report.manifest_rows(manifest), ["path", "role", "status", "item", "partner", "reason"]))
+    archive.writestr("run.json", json.dumps(run, indent=2))
+    page = report.render_html(
+        summary=summary,
+        run=shown,
+        entries=manifest,
+        boxplot=report.dice_boxplot_png(rows, job.checkpoints),
+        thumbnails=thumbs.ordered(),
+        checkpoints=job.checkpoints,
+    )
+    archive.writestr("report.html", page)
+    return BatchResult(
+        out=Path(), input=source, checkpoints=job.checkpoints, items=found.items, rows=rows, summary=summary,
+        entries=manifest, failed=failed, seconds=0.0, volumes=volumes,
+    )
+
