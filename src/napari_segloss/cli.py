@@ -67,6 +67,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from napari_segloss.batch import BatchError
+    from napari_segloss.batch.console import run_command
+
+    try:
+        return run_command(args)
+    except (BatchError, FileExistsError) as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -98,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", metavar="DIR", help="output folder (default: ./<image name>_segloss)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     pr.set_defaults(handler=_cmd_predict)
+
+    ba = sub.add_parser("batch", help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
+                        description="Pairs x.png + x_mask.png (or images/ + masks/); writes per image x checkpoint "
+                        "masks and overlays, metrics.csv, summary.csv, manifest.csv and report.html into one ZIP. "
+                        "Exit status: 0 all done, 1 some images failed (see manifest.csv), 2 bad input or options, "
+                        "130 interrupted.")
+    ba.add_argument("input", metavar="INPUT", help="folder or ZIP of PNG/JPG/TIFF/DICOM images and masks")
+    ba.add_argument("--checkpoint", action="append", metavar="NAME|all",
+                    help="checkpoint name or path, or 'all'; repeatable (default: all)")
+    ba.add_argument("--out", required=True, metavar="RESULTS.zip", help="result ZIP (written atomically)")
+    ba.add_argument("--workers", type=int, default=1, help="local threads processing batches")
+    ba.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
+    ba.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the masks")
+    ba.add_argument("--overwrite", action="store_true", help="replace an existing result ZIP")
+    ba.add_argument("--scheduler", metavar="ADDRESS",
+                    help="dask.distributed scheduler (tcp://host:8786); workers need the checkpoint files")
+    ba.add_argument("--quiet", action="store_true", help="no progress bar")
+    ba.set_defaults(handler=_cmd_batch)
 
     tr = sub.add_parser("train", help="train a checkpoint with one loss (the bundled checkpoints' recipe)")
     tr.add_argument("--loss", required=True, help="loss name (see napari_segloss.losses.available())")

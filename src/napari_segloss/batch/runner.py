@@ -43,6 +43,7 @@ from napari_segloss.batch.executors import run_chunks
 from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
 from napari_segloss.batch.samples import Failure, Sample, chunked, read_sample
 from napari_segloss.metrics import METRIC_KEYS
+from napari_segloss.models import resolve_device
 
 #: cases shown in the report's thumbnail grid (the lowest Dice first)
 MAX_THUMBNAILS = 48
@@ -269,6 +270,11 @@ def run_batch(
     start = time.perf_counter()
     source, out = Path(source), Path(out)
     _check_options(out, threshold, workers, overwrite)
+    if not scheduler:  # a cluster's workers may have devices this machine lacks
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise BatchError(str(exc)) from None
     refs = resolve_checkpoints([checkpoints] if isinstance(checkpoints, str) else checkpoints)
     job = Job(refs, device=device, threshold=float(threshold), tolerance_mm=float(tolerance_mm))
     workdir = Path(tempfile.mkdtemp(prefix="napari-segloss-batch-"))
