@@ -14,7 +14,8 @@ explains it (per-step distance transforms, Cholesky, ...), then marked ``slow (e
     python benchmarks/bench_losses.py --losses bce dice rmi --repeat 5
 
 ``--json`` merges ``{device_type: {"device", "torch", "threads", "batch", "size", "repeat",
-"results": {name: {"ms", "ratio", "flag"}}}}`` into the file;
+"results": {name: {"ms", "ratio", "flag"}}}}`` into the file (per loss when the setting is the
+same, so ``--losses`` can re-time a few);
 ``scripts/make_loss_table.py`` puts those ratios into ``docs/losses.md``. Exit status 1 when a loss
 fails to run, or is flagged ``SLOW`` and ``--strict`` is given.
 """
@@ -140,9 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "auto" and not torch.cuda.is_available():
         devices = ["cpu"]
     reports = [run(torch.device(d), names, args.batch, args.size, args.repeat, args.limit) for d in devices]
-    if args.json:  # merged by device type, so CPU and CUDA runs can share one file
+    if args.json:  # merged by device type (and by loss for runs of the same setting)
         saved = json.loads(args.json.read_text()) if args.json.exists() else {}
-        saved.update({r["device_type"]: r for r in reports})
+        for report in reports:
+            previous = saved.get(report["device_type"], {})
+            if all(previous.get(k) == report[k] for k in ("device", "torch", "threads", "batch", "size", "repeat")):
+                report["results"] = {**previous["results"], **report["results"]}
+            saved[report["device_type"]] = report
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
     flagged = [n for r in reports for n, v in r["results"].items() if v["flag"] == "SLOW"]

@@ -4,13 +4,14 @@ Generic over ``available()``: metadata complete, ``build`` validation, finite va
 gradients in 2D and 3D for batch 1 and 4 and empty / full / single-pixel / blob targets, a
 perfect confident prediction scoring lower than a poor one, float32 == float64, half-precision
 inputs computed in float32, clear errors for bad inputs. Losses needing ``"features"`` get a
-random (B, 8, H/4, W/4) tensor (and a matching 1x1 head weight); ``"dataset_stats"`` losses are
+random (B, 8, H/4, W/4) tensor (and a 1x1 head weight if ``compute`` takes ``head_weight``); ``"dataset_stats"`` losses are
 fitted on a few random blob masks; ``"epoch"`` losses are moved to epoch 3 of 10.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import re
 from pathlib import Path
@@ -57,13 +58,15 @@ def _targets(batch: int, spatial: tuple[int, ...]) -> dict[str, torch.Tensor]:
 
 
 def _extras(meta: LossInfo, batch: int, spatial: tuple[int, ...], seed: int = 0) -> dict[str, Any]:
+    """Random features (B, 8, *spatial/4), plus the 1x1 head weight where ``compute`` names it."""
     if "features" not in meta.needs:
         return {}
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, 8, *[max(1, n // 4) for n in spatial])
-    features = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)
-    head_weight = torch.randn((1, 8) + (1,) * len(spatial), generator=gen, dtype=torch.float64)
-    return {"features": features, "head_weight": head_weight}
+    extras = {"features": torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)}
+    if "head_weight" in inspect.signature(build(meta.name).compute).parameters:
+        extras["head_weight"] = torch.randn((1, 8) + (1,) * len(spatial), generator=gen, dtype=torch.float64)
+    return extras
 
 
 def _prepared(name: str, spatial: tuple[int, ...]) -> SegLoss:
