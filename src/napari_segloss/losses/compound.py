@@ -112,7 +112,7 @@ def _foreground_fraction(masks: Iterable[np.ndarray]) -> tuple[float, int]:
             "unfitted, both weights are 1. SegLoss' ExpLog_loss omits the CE exponent; this follows the paper."
         ),
         aliases=("ExponentialLogarithmicLoss", "ExpLogLoss"),
-        check="none: invariants only",
+        check="reductions: gamma 1 gives -ln of MONAI DiceLoss per class, and torch BCEWithLogitsLoss(weight=w_l)",
     )
 )
 class ExpLogLoss(SegLoss):
