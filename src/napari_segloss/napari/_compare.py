@@ -1,0 +1,194 @@
+"""Compare mode: the "Compare" tab (check list, sortable comparison table, CSV export) and the
+side-by-side grid that shows the image under each checkpoint's result.
+
+Grid layout (napari >= 0.6 semantics: hidden layers take no viewbox): the compared layers are
+moved to the top of the layer list as equal-sized groups, one per checkpoint, each with a view
+of the image at its bottom, then the agreement group; ``grid.stride = -group size`` packs the
+layer list from the top, so every group lands in its own viewbox; all other layers are hidden
+while the grid is on and shown again when it is turned off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import napari
+from napari.layers import Layer
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_segloss.io.writers import write_csv
+from napari_segloss.metrics import METRIC_KEYS, format_value
+from napari_segloss.napari._checkpoint_pickers import CheckpointChecklist
+from napari_segloss.napari._results import RunResult, csv_row
+
+_SORT_ROLE = Qt.ItemDataRole.UserRole
+
+
+def grid_model(viewer: napari.Viewer) -> object:
+    """The viewer's grid model (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def arrange_grid(viewer: napari.Viewer, groups: Sequence[Sequence[Layer]]) -> list[Layer]:
+    """Show each group of layers in its own grid viewbox, ``groups[0]`` top left.
+
+    Every group but the last must have the same length (the last may be shorter). Within a group,
+    layers are stacked in the given order (first = bottom). Layers outside the groups are hidden.
+    Returns the layers this hid (to pass to :func:`restore_grid`).
+    """
+    size = len(groups[0])
+    if any(len(group) != size for group in groups[:-1]) or len(groups[-1]) > size:
+        raise ValueError("every grid group but the last must have the same length, the last no more")
+    members = {id(layer) for group in groups for layer in group}
+    hidden = [layer for layer in viewer.layers if id(layer) not in members and layer.visible]
+    for layer in hidden:
+        layer.visible = False
+    for group in reversed(groups):  # the last group ends up lowest, the first at the top
+        for layer in group:
+            viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    grid = grid_model(viewer)
+    grid.stride = -size
+    grid.shape = (-1, -1)
+    if hasattr(grid, "spacing"):
+        grid.spacing = 6
+    grid.enabled = True
+    return hidden
+
+
+def restore_grid(viewer: napari.Viewer, hidden: Sequence[Layer]) -> None:
+    """Turn the grid off and show again the layers :func:`arrange_grid` hid (those still present)."""
+    grid = grid_model(viewer)
+    grid.enabled = False
+    grid.stride = 1
+    for layer in hidden:
+        if layer in viewer.layers:
+            layer.visible = True
+
+
+class _SortableItem(QTableWidgetItem):
+    """A cell that sorts by its numeric value (NaN last) and shows formatted text."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        mine, theirs = self.data(_SORT_ROLE), other.data(_SORT_ROLE)
+        if isinstance(mine, float) and isinstance(theirs, float):
+            if math.isnan(mine) or math.isnan(theirs):
+                return not math.isnan(mine) and math.isnan(theirs)
+            return mine < theirs
+        return str(mine) < str(theirs)
+
+
+class ComparisonTable(QTableWidget):
+    """Rows = compared checkpoints, columns = checkpoint, loss, family and every metric; click a
+    header to sort. Values show as :func:`~napari_segloss.metrics.format_value` text."""
+
+    FIXED = ("checkpoint", "loss", "family")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(0, len(self.FIXED) + len(METRIC_KEYS), parent)
+        self.setHorizontalHeaderLabels([*self.FIXED, *METRIC_KEYS])
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.verticalHeader().setVisible(False)
+        self.setSortingEnabled(True)
+        self.results: list[RunResult] = []
+
+    def set_results(self, results: Sequence[RunResult]) -> None:
+        """Show one row per result (metrics at each result's current threshold)."""
+        self.results = list(results)
+        self.setSortingEnabled(False)
+        self.setRowCount(len(self.results))
+        for row, result in enumerate(self.results):
+            values = result.derived.metrics or {}
+            cells: list[tuple[str, object]] = [(result.checkpoint, result.checkpoint), (result.card.loss, result.card.loss),
+                                               (result.card.family, result.card.family)]
+            for key in METRIC_KEYS:
+                value = float(values.get(key, math.nan))
+                cells.append((format_value(key, value, ndim=result.ndim), value))
+            for column, (text, sort_value) in enumerate(cells):
+                item = _SortableItem(text)
+                item.setData(_SORT_ROLE, sort_value)
+                self.setItem(row, column, item)
+        self.setSortingEnabled(True)
+        self.resizeColumnsToContents()
+
+    def column_values(self, key: str) -> list[str]:
+        """The displayed text of column ``key`` from top to bottom (after sorting)."""
+        column = [*self.FIXED, *METRIC_KEYS].index(key)
+        return [self.item(row, column).text() for row in range(self.rowCount())]
+
+    def rows(self) -> list[dict]:
+        """CSV rows, one per checkpoint in display order, raw (unrounded) values."""
+        by_name = {result.checkpoint: result for result in self.results}
+        ordered = [by_name[name] for name in self.column_values("checkpoint")]
+        return [csv_row(result, result.derived.metrics or {}, "volume" if result.ndim == 3 else "image")
+                for result in ordered]
+
+
+class CompareTab(QWidget):
+    """Tick checkpoints (or all), run them one at a time, see them side by side and in a table.
+
+    Signals: ``run_requested`` (the Run button), ``grid_toggled(bool)`` (the side-by-side box).
+    """
+
+    run_requested = Signal()
+    grid_toggled = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.checklist = CheckpointChecklist()
+        self.run_button = QPushButton("Run comparison")
+        self.run_button.setToolTip("Run every ticked checkpoint on the image, one after the other")
+        self.run_button.clicked.connect(self.run_requested)
+        self.grid_box = QCheckBox("Side by side (grid)")
+        self.grid_box.setToolTip("Show the image under each checkpoint's result in a grid of views")
+        self.grid_box.setChecked(True)
+        self.grid_box.toggled.connect(self.grid_toggled)
+        self.table = ComparisonTable()
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip("Save the comparison table (all metrics, raw values) as CSV")
+        self.export_button.clicked.connect(self._ask_export)
+        self.export_button.setEnabled(False)
+        self.note = QLabel("Agreement layer: fraction of checkpoints that call a pixel tumour; "
+                           "disagreement: where they differ.")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: gray")
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.grid_box)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.note, 1)
+        bottom.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.checklist, 2)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 3)
+        layout.addLayout(bottom)
+
+    def set_results(self, results: Sequence[RunResult]) -> None:
+        """Fill the comparison table."""
+        self.table.set_results(results)
+        self.export_button.setEnabled(bool(results))
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        """Write the comparison table (display order) to ``path``, replacing it."""
+        return write_csv(path, self.table.rows(), overwrite=True)
+
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", "comparison.csv", "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
