@@ -71,7 +71,7 @@ def head_intensity(
     soft += (look.muscle * (1.0 + 0.15 * texture) - look.fat) * _step(h - 1.2 - look.fat_mm, 1.0)
     # deep soft tissue (skull base, face): fat and air pockets where the coarse texture is extreme
     deep = _step(x - skull - 6.0, 4.0)
-    soft += deep * ((look.fat - soft) * _step(pockets - 1.1, 0.5) - soft * 0.9 * _step(-pockets - 1.7, 0.4))
+    soft += deep * ((0.85 * look.fat - soft) * _step(pockets - 1.6, 0.4) - soft * 0.9 * _step(-pockets - 2.0, 0.3))
     dura = _step(-x, 0.5)
     value = dura * look.dura + (1.0 - dura) * (in_bone * bone + (1.0 - in_bone) * soft)
     return (value * _step(h, 0.8)).astype(np.float32)

@@ -25,7 +25,7 @@ TUMOUR_KINDS: tuple[str, ...] = ("meningioma", "glioma", "pituitary")
 RADIUS_MM: dict[str, tuple[float, float, float, float]] = {
     "meningioma": (15.0, 0.35, 4.0, 28.0),
     "glioma": (16.0, 0.35, 5.0, 28.0),
-    "pituitary": (7.5, 0.3, 3.0, 13.0),
+    "pituitary": (9.0, 0.3, 3.0, 15.0),
 }
 
 
@@ -85,7 +85,7 @@ def draw_tumour(
         anchor = template.sella
         centre = anchor + np.array([0.0, 0.0, 0.45 * radius])  # suprasellar growth
         params = dict(mass_effect=rng.uniform(0.25, 0.45), lobulation=rng.uniform(0.02, 0.06), edge=0.04,
-                      core=rng.uniform(0.2, 0.5) if (radius > 8 and rng.random() < 0.3) else 0.0,
+                      core=rng.uniform(0.2, 0.5) if (radius > 8 and rng.random() < 0.15) else 0.0,
                       oedema=1.0, brightness=rng.uniform(1.0, 1.35), heterogeneity=rng.uniform(0.04, 0.1))
     else:
         raise ValueError(f"unknown tumour kind {kind!r}; valid: {', '.join(TUMOUR_KINDS)}")
