@@ -5,9 +5,9 @@ radius ``R`` whose boundary is perturbed by a smooth random field (lobulation, i
 Region labels: 1 enhancing tumour, 2 necrotic core (or cyst), 3 oedema.
 
 Size distribution (deliberate; CALF's branch depends on its skewness): the 3D radius is
-log-normal per kind and a 2D slice cuts the tumour at a uniform offset within ±0.9 R of its centre,
-so the per-slice tumour area is strongly right-skewed: many small and grazing cross-sections, few
-large ones (``docs`` and ``tests/test_synthetic.py`` report the measured skewness).
+log-normal per kind and a 2D slice cuts the tumour at a uniform offset within ±0.7 R of its centre,
+so the per-slice tumour area is right-skewed: many small and grazing cross-sections, few large
+ones (the measured skewness is in ``synthetic``'s docstring; a test asserts S > 1).
 """
 
 from __future__ import annotations
