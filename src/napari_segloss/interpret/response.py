@@ -230,7 +230,7 @@ def grown_mask(truth: np.ndarray, radius: int) -> np.ndarray:
     if radius == 0:
         return truth.copy()
     footprint = morphology.disk(abs(int(radius)))
-    op = morphology.binary_dilation if radius > 0 else morphology.binary_erosion
+    op = morphology.dilation if radius > 0 else morphology.erosion
     return op(truth, footprint)
 
 
@@ -239,7 +239,7 @@ def size_response(
     truth_mask: np.ndarray,
     radii: Sequence[int] = tuple(range(-5, 6)),
     *,
-    confidence: float = 0.9,
+    confidence: float = 0.99,
     spacing: Sequence[float] | None = None,
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SizeResponse:
