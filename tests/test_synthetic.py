@@ -296,3 +296,12 @@ def test_sample_opens_in_napari(make_napari_viewer):
     viewer.open_sample("napari-segloss", "brain_mri_2d")
     assert [layer.name for layer in viewer.layers] == ["Brain MRI (synthetic)", "Tumour (ground truth)"]
     assert type(viewer.layers[1]).__name__ == "Labels"
+
+
+def test_skull_option():
+    with_skull = generate_slice(21, 96, tumour=None)
+    stripped = generate_slice(21, 96, tumour=None, skull=False)
+    np.testing.assert_array_equal(with_skull.brain, stripped.brain)
+    outside = ~ndi.binary_dilation(with_skull.brain, iterations=2)
+    # the scalp (fat, brighter than white matter) is there only with the skull
+    assert np.percentile(with_skull.image[outside], 99) > 2 * np.percentile(stripped.image[outside], 99)

@@ -235,11 +235,13 @@ def _render(
     origin: np.ndarray,
     vectors: list[np.ndarray],
     coords: list[np.ndarray],
+    skull: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noiseless image (WM units, bias applied), regions and intracranial mask on a grid.
 
     The grid point ``k`` is ``origin + sum_i coords[i][k_i] * vectors[i]`` (subject mm); all
-    per-point arrays are channel-first float32 ``(3, n0, n1, ...)``.
+    per-point arrays are channel-first float32 ``(3, n0, n1, ...)``. Without ``skull`` everything
+    outside the intracranial volume is air, like a skull-stripped scan.
     """
     shape = tuple(len(c) for c in coords)
     ndim = len(shape)
@@ -270,7 +272,7 @@ def _render(
 
     fine = fields.fine(*coords)[0]
     coarse = fields.coarse(*coords)[0]
-    out_sel = inside_mm < 1.0
+    out_sel = (inside_mm < 1.0) if skull else np.zeros(shape, bool)
     image = np.zeros(shape, np.float32)
     image[out_sel] = head_intensity(
         -inside_mm[out_sel], template.sample_head(icv_points[:, out_sel]), subject.head,
@@ -324,6 +326,7 @@ def generate_slice(
     *,
     plane: str = "axial",
     tumour: str | None = "random",
+    skull: bool = True,
 ) -> SyntheticSample:
     """One synthetic T1-CE slice.
 
@@ -334,6 +337,7 @@ def generate_slice(
         plane: "axial", "coronal", "sagittal", or "random" (one of the three, drawn from the seed).
         tumour: "random" (30 % none, else a kind in the seed dataset's proportions), a kind
             ("meningioma", "glioma", "pituitary"), or None / "none" for a healthy slice.
+        skull: draw the synthetic skull, scalp and neck; False gives a skull-stripped look.
     Returns:
         a :class:`SyntheticSample` with (H, W) arrays and ``spacing`` (row mm, column mm).
     """
@@ -361,7 +365,7 @@ def generate_slice(
         origin[normal_axis] = spec.centre[normal_axis] + offset
     fields = _draw_fields(rng, coords, spec)
     for _ in range(4):
-        image, regions, inside = _render(template, subject, spec, fields, origin, vectors, coords)
+        image, regions, inside = _render(template, subject, spec, fields, origin, vectors, coords, skull)
         if spec is None:
             break
         tumour_px = int(np.count_nonzero((regions == 1) | (regions == 2)))
@@ -386,6 +390,7 @@ def generate_volume(
     shape: tuple[int, int, int] = (64, 256, 256),
     *,
     tumour: str | None = "random",
+    skull: bool = True,
 ) -> SyntheticSample:
     """One synthetic T1-CE volume of axial slices, ordered inferior → superior.
 
@@ -394,6 +399,7 @@ def generate_volume(
         shape: (D, H, W); the slices span 130–150 mm, the in-plane field of view 235–270 mm.
         tumour: "random" (one of the three kinds in the seed dataset's proportions; the slices
             away from it are the tumour-free ones), a kind, or None / "none".
+        skull: draw the synthetic skull, scalp and neck; False gives a skull-stripped look.
     Returns:
         a :class:`SyntheticSample` with (D, H, W) arrays and ``spacing`` (slice, row, column) mm.
     """
@@ -424,7 +430,7 @@ def generate_volume(
     for start in range(0, d, 8):  # slabs keep the per-point temporaries small
         part = slice(start, min(start + 8, d))
         image[part], regions[part], inside[part] = _render(
-            template, subject, spec, fields, origin, vectors, [coords[0][part], coords[1], coords[2]]
+            template, subject, spec, fields, origin, vectors, [coords[0][part], coords[1], coords[2]], skull
         )
     blur = (max(0.4 * dz, subject.blur_px * spacing), subject.blur_px * spacing, subject.blur_px * spacing)
     out = acquire(image, rng, blur_mm=blur, spacing=(dz, spacing, spacing), wm_level=subject.wm_level,
