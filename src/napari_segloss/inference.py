@@ -10,6 +10,7 @@ agree with CPU ones to within about 1e-2 (half-precision autocast).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -142,7 +143,8 @@ def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.devi
     amp = _amp_dtype(device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         logits = model(x)
     prob = torch.sigmoid(logits.float())[:, 0, top : top + height, left : left + width]
     return prob.cpu().numpy()
