@@ -305,3 +305,22 @@ def test_skull_option():
     outside = ~ndi.binary_dilation(with_skull.brain, iterations=2)
     # the scalp (fat, brighter than white matter) is there only with the skull
     assert np.percentile(with_skull.image[outside], 99) > 2 * np.percentile(stripped.image[outside], 99)
+
+
+def test_mass_effect_is_a_smooth_outward_push():
+    from napari_segloss.data.tumour import draw_tumour, displace
+    from napari_segloss.data.template import load_template
+
+    template = load_template()
+    spec = draw_tumour(np.random.default_rng(3), "glioma", template, lambda p: p)
+    r = np.linspace(0.0, 6 * spec.mass_length, 400, dtype=np.float32)
+    direction = np.array([0.6, 0.0, 0.8], np.float32)
+    points = spec.centre.astype(np.float32)[:, None] + direction[:, None] * r
+    source = displace(points, spec)
+    r_src = np.linalg.norm(source - spec.centre.astype(np.float32)[:, None], axis=0)
+    assert np.all(np.diff(r_src) > 0)  # monotonic: no folding
+    assert np.all(r_src <= r + 1e-4)  # tissue comes from nearer the centre: pushed outward
+    assert abs(r_src[-1] - r[-1]) < 1e-3  # identity far away
+    # the tissue at the tumour edge came from well inside it
+    edge = np.argmin(np.abs(r - spec.radius))
+    assert r_src[edge] < 0.85 * spec.radius
