@@ -71,7 +71,7 @@ def _threads(chunks: Iterable[Chunk], job: Job, workers: int, cancel: Callable[[
 
 def _dask(chunks: Iterable[Chunk], job: Job, scheduler: str, cancel: Callable[[], bool] | None) -> Iterator[Done]:
     try:
-        from distributed import Client, wait
+        from distributed import Client, as_completed
     except ImportError as exc:
         raise BatchError("--scheduler needs dask.distributed: pip install 'napari-segloss[dask]'") from exc
     try:
@@ -79,6 +79,7 @@ def _dask(chunks: Iterable[Chunk], job: Job, scheduler: str, cancel: Callable[[]
     except (OSError, TimeoutError, ValueError) as exc:
         raise BatchError(f"cannot connect to the dask scheduler at {scheduler}: {exc}") from None
     pending: dict = {}
+    finished = as_completed(loop=client.loop)
     source = iter(chunks)
     try:
         window = 2 * max(1, sum(client.nthreads().values()))
@@ -90,19 +91,20 @@ def _dask(chunks: Iterable[Chunk], job: Job, scheduler: str, cancel: Callable[[]
                 if isinstance(chunk, Failure):
                     yield chunk, None
                     continue
-                pending[client.submit(process_chunk, chunk, job, pure=False)] = chunk
+                future = client.submit(process_chunk, chunk, job, pure=False)
+                pending[future] = chunk
+                finished.add(future)
             if _cancelled(cancel):
                 raise BatchCancelled("cancelled")
             if not pending:
                 return
-            done = wait(list(pending), return_when="FIRST_COMPLETED").done
-            for future in done:
-                chunk = pending.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a chunk failing on a worker is reported per item
-                    result = exc
-                yield chunk, result
+            future = next(finished)
+            chunk = pending.pop(future)
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a chunk failing on a worker is reported per item
+                result = exc
+            yield chunk, result
     finally:
         if pending:
             client.cancel(list(pending))
