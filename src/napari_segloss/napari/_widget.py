@@ -31,6 +31,7 @@ from napari_segloss.napari import _layers
 from napari_segloss.napari._batch_tab import BatchTab
 from napari_segloss.napari._compare import CompareTab, arrange_grid, restore_grid
 from napari_segloss.napari._inputs import InputsPanel
+from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._results import Derived, RunResult, agreement, derive, disagreement, slice_metrics
 from napari_segloss.napari._run_tab import RunTab
 from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, start
@@ -70,9 +71,11 @@ class LossExplorerWidget(QWidget):
         self.run_tab = RunTab()
         self.compare_tab = CompareTab()
         self.batch_tab = BatchTab(viewer)
+        self.interpret_tab = InterpretTab(viewer, self.inputs)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.run_tab, "Run")
         self.tabs.addTab(self.compare_tab, "Compare")
+        self.tabs.addTab(self.interpret_tab, "Interpret")
         self.tabs.addTab(self.batch_tab, "Batch")
         self.progress = QProgressBar()
         self.progress.setRange(0, _PROGRESS_STEPS)
@@ -82,6 +85,7 @@ class LossExplorerWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self._input_problem_shown = False  # whether the status line shows an input problem
         bottom = QHBoxLayout()
         bottom.addWidget(self.progress, 1)
         bottom.addWidget(self.cancel_button)
@@ -108,13 +112,14 @@ class LossExplorerWidget(QWidget):
         self.inputs.threshold_changed.connect(lambda _: self._threshold_timer.start())
         self.run_tab.run_requested.connect(self.run_single)
         self.run_tab.refresh_requested.connect(self.refresh_checkpoints)
+        self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
         self.run_tab.checkpoint_changed.connect(self._on_inputs_changed)
         self.compare_tab.run_requested.connect(self.run_compare)
         self.compare_tab.checklist.changed.connect(self._validate)
         self.compare_tab.grid_toggled.connect(self._on_grid_toggled)
         self.compare_tab.table.cellDoubleClicked.connect(self._on_table_row)
         self.cancel_button.clicked.connect(self.cancel)
-        self.tabs.currentChanged.connect(lambda index: self.inputs.setVisible(self.tabs.widget(index) is not self.batch_tab))
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         viewer.dims.events.current_step.connect(self._show_metrics)
         viewer.dims.events.ndisplay.connect(self._show_metrics)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -126,6 +131,7 @@ class LossExplorerWidget(QWidget):
         infos = list_checkpoints()
         self.run_tab.set_checkpoints(infos)
         self.compare_tab.checklist.set_checkpoints(infos)
+        self.interpret_tab.set_checkpoints(infos)
         self._validate()
 
     def say(self, text: str, level: str = "info", *, notify: bool = False) -> None:
@@ -133,6 +139,7 @@ class LossExplorerWidget(QWidget):
         also as a napari notification."""
         self.status.setText(text)
         self.status.setStyleSheet(_COLORS[level])
+        self._input_problem_shown = False
         if notify:
             {"info": show_info, "warning": show_warning, "error": show_error}[level](text)
 
@@ -160,8 +167,13 @@ class LossExplorerWidget(QWidget):
             current = run_problem if self.tabs.currentWidget() is self.run_tab else compare_problem
             if current:
                 self.say(current, "warning")
-            elif self.status.styleSheet() == _COLORS["warning"] and "Cancelled" not in self.status.text():
+                self._input_problem_shown = True
+            elif self._input_problem_shown:
                 self.say("Ready.")
+
+    def _on_tab_changed(self, index: int) -> None:
+        self.inputs.setVisible(self.tabs.widget(index) is not self.batch_tab)
+        self._validate()
 
     def _on_inputs_changed(self, *_: object) -> None:
         self._validate()

@@ -1,0 +1,410 @@
+"""The Loss explorer dock widget, driven like a user in a real napari viewer (run under xvfb-run).
+
+Checkpoints are the tiny random ones from conftest (``tiny_registry``); images are small. Every
+value the widget shows is checked against an independent computation: inference.predict for the
+probability, plain numpy/scipy for the difference map and outline, metrics.compute for the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QApplication
+from scipy import ndimage
+
+from napari_segloss import losses, metrics
+from napari_segloss.data import generate_slice
+from napari_segloss.inference import predict
+from napari_segloss.napari import _layers, _runner
+from napari_segloss.napari._metrics_panel import METRIC_TITLES
+from napari_segloss.overlays import DIFFERENCE_COLORS
+
+pytestmark = pytest.mark.gui
+
+PLUGIN, WIDGET = "napari-segloss", "Loss explorer"
+ROLES = ("probability", "prediction", "difference", "contour")
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def slice2d():
+    """A 96x96 synthetic slice with a glioma (pixel spacing about 2.4 mm)."""
+    return generate_slice(7, 96, tumour="glioma")
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_registry):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return w
+
+
+def _add_scan(viewer, sample, *, scale=None, translate=None, truth=True):
+    scale = sample.spacing if scale is None else scale
+    image = viewer.add_image(sample.image, name="scan", scale=scale, translate=translate or (0,) * sample.image.ndim)
+    labels = None
+    if truth:
+        labels = viewer.add_labels(sample.mask.astype(np.uint8), name="truth", scale=scale,
+                                   translate=translate or (0,) * sample.image.ndim)
+    return image, labels
+
+
+def _click_and_wait(qtbot, w, button):
+    assert button.isEnabled(), w.status.text()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+
+
+def _result_layers(viewer, checkpoint):
+    return {_layers.tag_of(layer)["role"]: layer for layer in viewer.layers
+            if (_layers.tag_of(layer) or {}).get("checkpoint") == checkpoint}
+
+
+def _expected_difference(pred, truth):
+    return np.select([pred & truth, pred & ~truth, ~pred & truth], [1, 2, 3], 0).astype(np.uint8)
+
+
+def _expected_outline(mask):
+    return (mask & ~ndimage.binary_erosion(mask, border_value=0)).astype(np.uint8)
+
+
+def _table_column(table, column):
+    return {table.item(r, 0).text(): table.item(r, column).text() for r in range(table.rowCount())}
+
+
+def test_sample_run_layers_and_metrics(widget, qtbot, tmp_path, tiny_registry):
+    w, viewer = widget, widget.viewer
+    assert w.status.text().startswith("No image layer")
+    assert not w.run_tab.run_button.isEnabled()
+    viewer.open_sample(PLUGIN, "brain_mri_2d")
+    image = next(layer for layer in viewer.layers if layer._type_string == "image")
+    truth_layer = next(layer for layer in viewer.layers if layer._type_string == "labels")
+    assert w.inputs.image() is image and w.inputs.truth() is truth_layer  # the mask is suggested
+    w.run_tab.combo.select("tiny_dice")
+    assert "Dice" in w.run_tab.description.text() and "test Dice" in w.run_tab.description.text()
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert w.status.text().startswith("Done"), w.status.text()
+
+    found = _result_layers(viewer, "tiny_dice")
+    assert set(found) == set(ROLES)
+    for role, layer in found.items():
+        assert layer.name == f"{image.name} · dice · {role}"
+        assert layer._type_string == ("image" if role == "probability" else "labels")
+        assert layer.data.shape == image.data.shape
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+
+    expected = predict(image.data, tiny_registry / "tiny_dice.json", device="cpu").probability
+    np.testing.assert_allclose(found["probability"].data, expected, atol=1e-6)
+    assert found["probability"].blending == "additive" and tuple(found["probability"].contrast_limits) == (0, 1)
+    pred = expected >= 0.5
+    truth = np.asarray(truth_layer.data) > 0
+    np.testing.assert_array_equal(found["prediction"].data, pred)
+    np.testing.assert_array_equal(found["difference"].data, _expected_difference(pred, truth))
+    np.testing.assert_array_equal(found["contour"].data, _expected_outline(pred))
+    for value, rgba in DIFFERENCE_COLORS.items():
+        np.testing.assert_allclose(found["difference"].colormap.map(value), rgba, atol=1e-6)
+    edge = found["contour"].colormap.map(1)[:3]
+    assert all(np.abs(edge - np.array(c[:3])).max() > 0.2 for c in DIFFERENCE_COLORS.values())
+    assert found["probability"].metadata[_layers.TAG]["run"]["weights_sha256"]
+
+    reference = metrics.compute(pred, truth, spacing=tuple(image.scale))
+    shown = dict(line.split("\t") for line in w.run_tab.metrics.text().splitlines()[1:])
+    for key in metrics.METRIC_KEYS:
+        assert shown[METRIC_TITLES[key]] == metrics.format_value(key, reference[key], ndim=2), key
+    w.run_tab.metrics.copy()
+    assert QApplication.clipboard().text() == w.run_tab.metrics.text()
+    out = w.run_tab.metrics.export_csv(tmp_path / "metrics.csv")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["checkpoint"] == "tiny_dice" and rows[0]["threshold"] == "0.5"
+    for key in ("dice", "hd95", "tp", "fp", "fn", "pct_missed"):
+        value = float(rows[0][key])
+        assert (math.isnan(value) and math.isnan(reference[key])) or value == pytest.approx(reference[key])
+
+    card = w.run_tab.card
+    assert card.card.name == "tiny_dice"
+    assert losses.info("dice").reference in card.card_view.toPlainText()
+    line = card.figure.axes[0].lines[0]
+    np.testing.assert_array_equal(line.get_xdata(), [e["epoch"] for e in card.card.history])
+
+
+def test_rerun_replaces_layers_and_never_touches_user_layers(widget, qtbot, slice2d):
+    w, viewer = widget, widget.viewer
+    image, _ = _add_scan(viewer, slice2d)
+    squatter = viewer.add_labels(np.full(image.data.shape, 7, np.uint8), name="scan · dice · prediction")
+    w.inputs.truth_picker.select(None)  # no ground truth: no difference layer, no metrics
+    w.run_tab.combo.select("tiny_dice")
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    found = _result_layers(viewer, "tiny_dice")
+    assert set(found) == {"probability", "prediction", "contour"}
+    assert found["prediction"].name == "scan · dice · prediction [2]"
+    assert (squatter.data == 7).all() and squatter.name == "scan · dice · prediction"
+    assert "ground-truth" in w.run_tab.metrics.title.text()
+    count = len(viewer.layers)
+
+    w.inputs.truth_picker.select(viewer.layers["truth"])
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    again = _result_layers(viewer, "tiny_dice")
+    assert len(viewer.layers) == count + 1  # only the difference layer is new
+    assert all(again[role] is found[role] for role in found)  # updated in place
+    found["prediction"].name = "renamed by the user"
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert _result_layers(viewer, "tiny_dice")["prediction"] is found["prediction"]
+    assert len(viewer.layers) == count + 1
+
+
+def test_threshold_updates_layers_without_rerunning(widget, qtbot, slice2d, monkeypatch):
+    w, viewer = widget, widget.viewer
+    image, truth_layer = _add_scan(viewer, slice2d)
+    w.run_tab.combo.select("tiny_focal")
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    found = _result_layers(viewer, "tiny_focal")
+    probability = found["probability"].data.copy()
+    monkeypatch.setattr(_runner, "predict", lambda *a, **k: pytest.fail("the model must not run again"))
+
+    threshold = float(np.round(np.quantile(probability, 0.7), 2))
+    w.inputs.set_threshold(threshold)
+    pred = probability >= np.float32(threshold)
+    qtbot.waitUntil(lambda: np.array_equal(found["prediction"].data, pred), timeout=TIMEOUT_MS)
+    truth = slice2d.mask
+    np.testing.assert_array_equal(found["contour"].data, _expected_outline(pred))
+    np.testing.assert_array_equal(found["difference"].data, _expected_difference(pred, truth))
+    qtbot.waitUntil(lambda: f"threshold {threshold:.2f}" in w.run_tab.metrics.title.text(), timeout=TIMEOUT_MS)
+    reference = metrics.compute(pred, truth, spacing=tuple(image.scale))
+    assert w.results[(_layers.source_key(image), "tiny_focal")].derived.metrics == reference
+
+
+def test_compare_three_checkpoints(widget, qtbot, slice2d, tmp_path):
+    w, viewer = widget, widget.viewer
+    image, truth_layer = _add_scan(viewer, slice2d)
+    w.tabs.setCurrentWidget(w.compare_tab)
+    assert not w.compare_tab.run_button.isEnabled()  # nothing ticked
+    w.compare_tab.checklist.all_box.setChecked(True)
+    names = w.compare_tab.checklist.names()
+    assert sorted(names) == ["tiny_bce", "tiny_dice", "tiny_focal"]
+    _click_and_wait(qtbot, w, w.compare_tab.run_button)
+    assert all(w.compare_tab.checklist._items[n].text(2) == "done" for n in names)
+
+    truth = slice2d.mask
+    masks = {}
+    for name in names:
+        found = _result_layers(viewer, name)
+        assert set(found) - {"view"} == set(ROLES)
+        masks[name] = found["prediction"].data.astype(bool)
+    shared = _result_layers(viewer, _layers.ALL_CHECKPOINTS)
+    fraction = np.mean([masks[n] for n in names], axis=0)
+    np.testing.assert_allclose(shared["agreement"].data, fraction, atol=1e-6)
+    np.testing.assert_array_equal(shared["disagreement"].data, (fraction > 0) & (fraction < 1))
+
+    table = w.compare_tab.table
+    assert table.rowCount() == 3
+    dice_column = 3 + metrics.METRIC_KEYS.index("dice")
+    for name, text in _table_column(table, dice_column).items():
+        assert text == metrics.format_value("dice", metrics.compute(masks[name], truth)["dice"])
+    table.sortItems(dice_column, Qt.SortOrder.DescendingOrder)
+    order = [table.item(r, 0).text() for r in range(3)]
+    dices = [metrics.compute(masks[n], truth)["dice"] for n in order]
+    assert dices == sorted(dices, reverse=True)
+    rows = list(csv.DictReader(w.compare_tab.export_csv(tmp_path / "comparison.csv").open()))
+    assert [r["checkpoint"] for r in rows] == order
+    assert float(rows[0]["dice"]) == pytest.approx(dices[0])
+
+    grid = viewer.canvas.grid
+    assert grid.enabled and w.grid_active()
+    boxes = {}
+    for index, layer in enumerate(viewer.layers):
+        tag = _layers.tag_of(layer)
+        if layer.visible:
+            assert tag is not None, f"{layer.name} should be hidden in the grid"
+            boxes.setdefault(grid.position(index, viewer.layers), set()).add((tag["checkpoint"], tag["role"]))
+    assert len(boxes) == 4  # one viewbox per checkpoint + the agreement
+    for name in names:
+        box = next(b for b in boxes.values() if (name, "view") in b)
+        assert box == {(name, "view"), (name, "difference"), (name, "contour")}
+    views = [layer for layer in viewer.layers if (_layers.tag_of(layer) or {}).get("role") == "view"]
+    assert all(v.data is image.data and np.allclose(v.scale, image.scale) for v in views)
+
+    w.compare_tab.grid_box.setChecked(False)
+    assert not grid.enabled and not w.grid_active()
+    assert not any((_layers.tag_of(layer) or {}).get("role") == "view" for layer in viewer.layers)
+    assert image.visible and truth_layer.visible
+
+
+def test_cancel_stops_the_run(widget, qtbot, monkeypatch):
+    w, viewer = widget, widget.viewer
+    volume = np.random.default_rng(0).integers(0, 1000, (48, 64, 64)).astype(np.uint16)
+    viewer.add_image(volume, name="volume")
+    real = _runner.predict
+
+    def held_after_first_batch(*, progress, cancel, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            deadline = time.monotonic() + 20
+            while done and not cancel() and time.monotonic() < deadline:
+                time.sleep(0.01)  # wait for the user's click (deterministic cancel point)
+        return real(progress=report, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(_runner, "predict", held_after_first_batch)
+    w.run_tab.combo.select("tiny_bce")
+    qtbot.mouseClick(w.run_tab.run_button, Qt.MouseButton.LeftButton)
+    assert not w.run_tab.run_button.isEnabled() and w.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: w.status.text().startswith("Running"), timeout=TIMEOUT_MS)
+    qtbot.mouseClick(w.run_tab.run_button, Qt.MouseButton.LeftButton)  # disabled: no second job
+    qtbot.mouseClick(w.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    assert w.status.text().startswith("Cancelled: 0 of 1")
+    assert not any(_layers.is_result(layer) for layer in viewer.layers)
+    assert w.run_tab.run_button.isEnabled() and not w.cancel_button.isEnabled()
+
+
+def test_event_loop_stays_responsive_on_a_volume(widget, qtbot):
+    w, viewer = widget, widget.viewer
+    zz, yy, xx = np.mgrid[:40, :160, :160]
+    volume = (500 + 300 * (((yy - 80) ** 2 + (xx - 70) ** 2 + (zz - 20) ** 2) < 400)).astype(np.uint16)
+    viewer.add_image(volume, name="volume", scale=(2.0, 1.0, 1.0))
+    w.run_tab.combo.select("tiny_dice")
+    ticks: list[float] = []
+    processed: list[float] = []  # when the finished volume reached the main thread
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    qtbot.mouseClick(w.run_tab.run_button, Qt.MouseButton.LeftButton)
+    w.worker.yielded.connect(lambda e: processed.append(time.perf_counter()) if isinstance(e, _runner.Finished) else None)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    timer.stop()
+    assert w.status.text().startswith("Done"), w.status.text()
+    # while the volume is processed (not while napari builds the new layers' visuals afterwards)
+    gaps = np.diff([t for t in ticks if t <= processed[0]])
+    assert len(gaps) > 20 and gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
+
+
+def test_anisotropic_volume_geometry_and_slice_metrics(widget, qtbot):
+    w, viewer = widget, widget.viewer
+    zz, yy, xx = np.mgrid[:8, :64, :64]
+    truth = ((yy - 30) ** 2 / 200 + (xx - 34) ** 2 / 150 + (zz - 4) ** 2 / 6) < 1
+    volume = (400 + 600 * truth + 20 * np.random.default_rng(1).standard_normal(truth.shape)).astype(np.float32)
+    scale, translate = (3.0, 0.7, 0.9), (12.0, -5.0, 2.5)
+    image = viewer.add_image(volume, name="mri", scale=scale, translate=translate)
+    viewer.add_labels(truth.astype(np.uint8), name="mask", scale=scale, translate=translate)
+    w.run_tab.combo.select("tiny_bce")
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    found = _result_layers(viewer, "tiny_bce")
+    for layer in found.values():
+        np.testing.assert_allclose(layer.scale, scale)
+        np.testing.assert_allclose(layer.translate, translate)
+        np.testing.assert_allclose(layer.affine.affine_matrix, image.affine.affine_matrix)
+        np.testing.assert_allclose(layer.data_to_world([3, 10, 20]), image.data_to_world([3, 10, 20]))
+    pred = found["prediction"].data.astype(bool)
+    result = w.results[(_layers.source_key(image), "tiny_bce")]
+    assert result.derived.metrics == metrics.compute(pred, truth, spacing=scale)
+
+    viewer.dims.set_point(0, translate[0] + 5 * scale[0])  # world z of slice 5
+    header = w.run_tab.metrics.table.horizontalHeaderItem(2).text()
+    assert header == "slice 5"
+    expected = metrics.compute(pred[5], truth[5], spacing=scale[1:])
+    shown = [w.run_tab.metrics.table.item(r, 2).text() for r in range(len(metrics.METRIC_KEYS))]
+    assert shown == [metrics.format_value(k, expected[k], ndim=2) for k in metrics.METRIC_KEYS]
+
+
+def test_messages_for_invalid_inputs(widget, qtbot, slice2d):
+    w, viewer = widget, widget.viewer
+    image, _ = _add_scan(viewer, slice2d, truth=False)
+    wrong = viewer.add_labels(np.zeros((40, 50), np.uint8), name="other mask")
+    w.inputs.truth_picker.select(wrong)
+    assert not w.run_tab.run_button.isEnabled()
+    assert "Ground truth 'other mask' is 40 x 50 but image 'scan' is 96 x 96" in w.status.text()
+    w.inputs.truth_picker.select(None)
+    assert w.run_tab.run_button.isEnabled() and w.status.text() == "Ready."
+    viewer.layers.remove(image)
+    assert w.status.text().startswith("No image layer") and not w.run_tab.run_button.isEnabled()
+
+
+def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_dir, tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    card = json.loads((tiny_checkpoint_dir / "tiny_bce.json").read_text())
+    card["name"] = "broken_bce"
+    (broken / "broken_bce.json").write_text(json.dumps(card))
+    payload = bytearray((tiny_checkpoint_dir / "tiny_bce.safetensors").read_bytes())
+    payload[-10:] = b"\0" * 10
+    (broken / "broken_bce.safetensors").write_bytes(bytes(payload))
+    monkeypatch.setenv("NAPARI_SEGLOSS_CHECKPOINTS", os.pathsep.join([str(tiny_checkpoint_dir), str(broken)]))
+    w, viewer = widget, widget.viewer
+    w.refresh_checkpoints()
+    _add_scan(viewer, slice2d)
+    w.tabs.setCurrentWidget(w.compare_tab)
+    w.compare_tab.checklist.set_checked(["broken_bce", "tiny_dice"])
+    _click_and_wait(qtbot, w, w.compare_tab.run_button)
+    assert "Checkpoint 'broken_bce' could not be run" in w.status.text() and "sha256" in w.status.text()
+    assert w.compare_tab.checklist._items["broken_bce"].text(2) == "failed"
+    assert set(_result_layers(viewer, "tiny_dice")) >= set(ROLES)
+    assert w.compare_tab.table.rowCount() == 1
+
+
+def test_cuda_out_of_memory_falls_back_to_cpu(widget, qtbot, slice2d, monkeypatch):
+    import torch
+
+    real_predict, real_load = _runner.predict, _runner.load
+
+    def predict_oom_on_gpu(*, device, **kwargs):
+        if torch.device(device).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_predict(device=device, **kwargs)
+
+    monkeypatch.setattr(_runner, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(_runner, "load", lambda checkpoint, device: real_load(checkpoint, device="cpu"))
+    monkeypatch.setattr(_runner, "predict", predict_oom_on_gpu)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    w, viewer = widget, widget.viewer
+    _add_scan(viewer, slice2d)
+    w.run_tab.combo.select("tiny_dice")
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert "out of memory on cuda: ran on the CPU" in w.status.text()
+    result = next(iter(w.results.values()))
+    assert result.run["device"] == "cpu"
+    assert set(_result_layers(viewer, "tiny_dice")) == set(ROLES)
+
+
+def test_runner_generator_synchronously(tiny_registry, slice2d):
+    request = _runner.Request(image=slice2d.image, truth=slice2d.mask, spacing=slice2d.spacing,
+                              checkpoints=["tiny_dice", "no_such_checkpoint"], device="cpu", threshold=0.5)
+    steps = _runner.run_jobs(request, threading.Event())
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            outcome = stop.value
+            break
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Started", "Progress", "Progress", "Finished", "Started", "Failed"]
+    assert outcome == _runner.Outcome(finished=1, failed=1, cancelled=False)
+    finished = events[3]
+    expected = predict(slice2d.image, "tiny_dice", device="cpu")
+    np.testing.assert_array_equal(finished.prediction.probability, expected.probability)
+    assert finished.derived.metrics == metrics.compute(expected.mask(0.5), slice2d.mask, slice2d.spacing)
+    assert "unknown checkpoint" in events[-1].message
+
+
+def test_demo_docks_the_widget(tiny_registry, qtbot):
+    from napari_segloss.napari._demo import open_demo
+    from napari_segloss.napari._widget import LossExplorerWidget
+
+    viewer = open_demo(2, show=False)
+    try:
+        docked = [d.widget() for d in viewer.window._wrapped_dock_widgets.values()] \
+            if hasattr(viewer.window, "_wrapped_dock_widgets") else []
+        widgets = [w for w in docked if isinstance(w, LossExplorerWidget)] or \
+            [w for w in viewer.window._qt_window.findChildren(LossExplorerWidget)]
+        assert len(widgets) == 1
+        assert widgets[0].inputs.image() is not None and widgets[0].inputs.truth() is not None
+    finally:
+        viewer.close()
