@@ -151,11 +151,11 @@ def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.devi
 
 
 def _prepared(checkpoint: str | os.PathLike | LoadedCheckpoint, device: torch.device) -> LoadedCheckpoint:
-    if isinstance(checkpoint, LoadedCheckpoint):
-        if checkpoint.device == device:
-            return checkpoint
-        checkpoint = checkpoint.info.path
-    loaded = load(checkpoint, device=device)
+    if isinstance(checkpoint, LoadedCheckpoint) and checkpoint.device == device:
+        loaded = checkpoint
+    else:
+        source = checkpoint.info.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint
+        loaded = load(source, device=device)
     if device.type == "cuda":
         loaded.model.to(memory_format=torch.channels_last)
     return loaded

@@ -65,18 +65,18 @@ def _truth(path: str, shape: tuple[int, ...]) -> np.ndarray:
     return labels > 0
 
 
-def _checkpoints(choice: str | None) -> list:
+def _checkpoints(choice: str | None, device: Any) -> list:
     from napari_segloss.checkpoints import CheckpointError, default_checkpoint, list_checkpoints, load
 
     try:
         if choice is None:
-            return [load(default_checkpoint().path)]
+            return [load(default_checkpoint().path, device=device)]
         if choice.lower() == "all":
             infos = list_checkpoints()
             if not infos:
                 raise CheckpointError("no checkpoints found (see NAPARI_SEGLOSS_CHECKPOINTS)")
-            return [load(info.path) for info in infos]
-        return [load(choice)]
+            return [load(info.path, device=device) for info in infos]
+        return [load(choice, device=device)]
     except CheckpointError as exc:
         raise PredictError(str(exc)) from None
 
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         raise PredictError(f"{args.image} holds {len(scans)} scans; --mask needs exactly one")
     spatial = [s.data.shape[: len(s.spacing)] for s in scans]
     truth = _truth(args.mask, spatial[0]) if args.mask else None
-    loaded = _checkpoints(args.checkpoint)
+    loaded = _checkpoints(args.checkpoint, device)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
