@@ -52,14 +52,14 @@ def normalize(image: np.ndarray, spec: Mapping[str, Any] | None = None) -> np.nd
         return arr
     if method == "percentile":
         sample = arr if arr.size <= 4_000_000 else arr.ravel()[:: arr.size // 4_000_000 + 1]
-        low, high = np.percentile(sample, [float(spec.get("low", 0.5)), float(spec.get("high", 99.5))])
+        low, high = (float(v) for v in np.percentile(sample, [float(spec.get("low", 0.5)), float(spec.get("high", 99.5))]))
     elif method == "minmax":
         low, high = float(arr.min()), float(arr.max())
     else:
         raise ValueError(f"unknown normalization method {method!r}; valid: percentile, minmax, none")
     if not np.isfinite(low) or not np.isfinite(high) or high <= low:
         return np.zeros_like(arr)
-    out = np.clip(arr, low, high)
+    out = np.clip(arr, np.float32(low), np.float32(high))
     out -= low
     out *= 1.0 / (high - low)
     return out
