@@ -32,6 +32,7 @@ from napari_segloss.napari._batch_tab import BatchTab
 from napari_segloss.napari._compare import CompareTab, arrange_grid, restore_grid
 from napari_segloss.napari._inputs import InputsPanel
 from napari_segloss.napari._interpret_tab import InterpretTab
+from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._results import Derived, RunResult, agreement, derive, disagreement, slice_metrics
 from napari_segloss.napari._run_tab import RunTab
 from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, start
@@ -72,9 +73,11 @@ class LossExplorerWidget(QWidget):
         self.compare_tab = CompareTab()
         self.batch_tab = BatchTab(viewer)
         self.interpret_tab = InterpretTab(viewer, self.inputs)
+        self.interpret_tab = InterpretTab(viewer, self.inputs)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.run_tab, "Run")
         self.tabs.addTab(self.compare_tab, "Compare")
+        self.tabs.addTab(self.interpret_tab, "Interpret")
         self.tabs.addTab(self.interpret_tab, "Interpret")
         self.tabs.addTab(self.batch_tab, "Batch")
         self.progress = QProgressBar()
@@ -113,6 +116,7 @@ class LossExplorerWidget(QWidget):
         self.run_tab.run_requested.connect(self.run_single)
         self.run_tab.refresh_requested.connect(self.refresh_checkpoints)
         self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
+        self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
         self.run_tab.checkpoint_changed.connect(self._on_inputs_changed)
         self.compare_tab.run_requested.connect(self.run_compare)
         self.compare_tab.checklist.changed.connect(self._validate)
@@ -131,6 +135,7 @@ class LossExplorerWidget(QWidget):
         infos = list_checkpoints()
         self.run_tab.set_checkpoints(infos)
         self.compare_tab.checklist.set_checkpoints(infos)
+        self.interpret_tab.set_checkpoints(infos)
         self.interpret_tab.set_checkpoints(infos)
         self._validate()
 

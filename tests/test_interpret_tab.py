@@ -1,0 +1,145 @@
+"""The Interpret tab on a real viewer (xvfb-run): loss-map layers, response and confidence plots,
+fine-tuning into a new checkpoint that the Loss explorer's pickers then offer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_segloss.interpret import loss_map
+from napari_segloss.napari import _layers
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-segloss"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tab(make_napari_viewer, tiny_registry):
+    """A viewer and an Interpret tab on a stand-alone inputs panel."""
+    from napari_segloss.napari._inputs import InputsPanel
+    from napari_segloss.napari._interpret_tab import InterpretTab
+
+    viewer = make_napari_viewer()
+    inputs = InputsPanel(viewer)
+    return viewer, InterpretTab(viewer, inputs)
+
+
+def _scene(viewer, shape=(48, 56), scale=(0.5, 0.7)):
+    """Image + Labels ground truth + two checkpoints' probability layers tagged as the widget does."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros(shape, np.uint8)
+    truth[..., 12:30, 15:35] = 1
+    image = viewer.add_image((rng.random(shape) * 500 + 800.0 * truth).astype(np.uint16), name="scan", scale=scale)
+    viewer.add_labels(truth, name="scan_mask", scale=scale)
+    probs = {}
+    for k, name in enumerate(("tiny_dice", "tiny_focal")):
+        prob = np.clip(0.15 + 0.6 * truth + 0.2 * rng.random(shape) - 0.1 * k, 0.0, 1.0).astype(np.float32)
+        _layers.upsert(viewer, image, checkpoint=name, role="probability", name=f"scan · {name} · probability",
+                       data=prob, has_truth=True)
+        probs[name] = prob
+    return image, truth, probs
+
+
+def _wait(qtbot, page, timeout=60_000):
+    qtbot.waitUntil(lambda: page.worker is None, timeout=timeout)
+
+
+def test_loss_map_layer_matches_the_core_and_follows_the_image(tab, qtbot):
+    viewer, widget = tab
+    image, truth, probs = _scene(viewer)
+    page = widget.loss_map
+    assert [page.prediction.itemText(i) for i in range(page.prediction.count())] == ["tiny_dice", "tiny_focal"]
+    page.prediction.setCurrentText("tiny_dice")
+    page.loss.setCurrentIndex(page.loss.findData("focal"))
+    page.mode.setCurrentIndex(page.mode.findData("per_pixel"))
+    page.button.click()
+    _wait(qtbot, page)
+    (layer,) = [lyr for lyr in viewer.layers if _layers.tag_of(lyr) and _layers.tag_of(lyr)["role"] == "loss map"]
+    expected = loss_map(probs["tiny_dice"], truth, "focal", kind="probability", spacing=(0.5, 0.7))
+    np.testing.assert_allclose(layer.data, expected.per_pixel, rtol=1e-6)
+    np.testing.assert_allclose(layer.scale, image.scale)
+    assert layer.name == "scan · tiny_dice · focal term" and "focal" in page.status.text()
+
+    page.loss.setCurrentIndex(page.loss.findData("dice"))  # no per-pixel term: falls back to the gradient
+    page.button.click()
+    _wait(qtbot, page)
+    assert [lyr for lyr in viewer.layers if _layers.tag_of(lyr) and _layers.tag_of(lyr)["role"] == "loss map"] == [layer]
+    np.testing.assert_allclose(layer.data, loss_map(probs["tiny_dice"], truth, "dice").gradient, rtol=1e-6)
+    assert "does not decompose" in page.status.text() and layer.name == "scan · tiny_dice · dice gradient"
+
+
+def test_loss_map_of_the_current_slice_and_a_feature_loss(tab, qtbot):
+    viewer, widget = tab
+    image, truth, probs = _scene(viewer, shape=(3, 40, 40), scale=(3.0, 0.8, 0.8))
+    viewer.dims.set_current_step(0, 2)
+    page = widget.loss_map
+    page.prediction.setCurrentText("tiny_dice")
+    page.loss.setCurrentIndex(page.loss.findData("fess"))  # needs decoder features: re-runs the checkpoint
+    page.button.click()
+    _wait(qtbot, page)
+    layer = _layers.find(viewer, _layers.source_key(image), "tiny_dice", "loss map")
+    assert layer.data.shape == (3, 40, 40) and not layer.data[:2].any() and layer.data[2].max() > 0
+    assert _layers.tag_of(layer)["run"]["index"] == 2
+
+
+def test_response_and_confidence_plots(tab, qtbot):
+    viewer, widget = tab
+    _scene(viewer)
+    response = widget.response
+    response.set_checked(["bce", "tversky"])
+    response.plot()
+    _wait(qtbot, response)
+    axes = response.canvas.figure.axes
+    assert len(axes) == 6 and [ax.get_title() for ax in axes[:2]] == ["Binary cross-entropy", "Tversky"]
+    assert "ground truth of 'scan'" in response.status.text()
+    assert len(axes[4].lines[0].get_xdata()) == 11  # size response over radii -5..5
+
+    confidence = widget.confidence
+    confidence.plot()
+    _wait(qtbot, confidence)
+    titles = [ax.get_title() for ax in confidence.canvas.figure.axes if ax.get_visible()]
+    assert sorted(titles) == ["tiny_dice", "tiny_focal"]
+
+
+def test_fine_tune_from_the_tab_appears_in_the_widget_pickers(make_napari_viewer, tiny_registry, qtbot, tmp_path,
+                                                                monkeypatch):
+    from napari_segloss.data.synthetic import generate_slice
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
+    sample = generate_slice(6, 128)
+    viewer.add_image(sample.image, name="glioma")
+    viewer.add_labels(sample.mask.astype(np.uint8), name="glioma_mask")
+    tabs = [widget.tabs.tabText(i) for i in range(widget.tabs.count())]
+    assert "Interpret" in tabs
+    page = widget.interpret_tab.fine_tune
+    page.checkpoint.select("tiny_dice")
+    page.steps.setValue(4)
+    page.batch.setValue(2)
+    page.name.setText("tiny_dice_on_glioma")
+    with qtbot.waitSignal(widget.interpret_tab.checkpoint_saved, timeout=120_000) as saved:
+        page.button.click()
+    assert saved.args == ["tiny_dice_on_glioma"]
+    assert (tmp_path / ".napari-segloss" / "checkpoints" / "tiny_dice_on_glioma.json").is_file()
+    assert page.curve["steps"] == [1, 2, 3, 4] and page.curve["dice_steps"] == [1, 2, 3, 4]
+    widget.run_tab.combo.select("tiny_dice_on_glioma")  # the Run tab's picker lists it
+    assert "tiny_dice_on_glioma" in widget.compare_tab.checklist.names()
+
+    page.steps.setValue(10_000)
+    page.name.setText("")
+    page.button.click()
+    qtbot.waitUntil(lambda: len(page.curve["steps"]) >= 1, timeout=60_000)
+    page.cancel()
+    _wait(qtbot, page)
+    assert "Cancelled" in page.status.text()
