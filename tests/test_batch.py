@@ -92,6 +92,17 @@ def zip_folder(folder: Path, target: Path, extra: dict[str, bytes] | None = None
     return target
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core test machines two threads wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_input(tmp_path_factory.mktemp("batch") / "input")

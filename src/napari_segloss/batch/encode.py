@@ -12,6 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+#: zlib level of the PNGs: 1 encodes a 256² overlay about 4x faster than Pillow's default 6 and
+#: the files are within a few per cent of the same size (the renderings hold noisy MR texture)
+PNG_COMPRESS_LEVEL = 1
+
 
 def png_bytes(array: np.ndarray) -> bytes:
     """PNG of a 2D ``(H, W)`` bool/uint8/uint16 array or an ``(H, W, 3)`` uint8 RGB rendering."""
@@ -25,7 +29,7 @@ def png_bytes(array: np.ndarray) -> bytes:
     ):
         raise ValueError(f"PNG needs (H, W) uint8/uint16/bool or (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
     buffer = io.BytesIO()
-    Image.fromarray(arr).save(buffer, format="PNG")
+    Image.fromarray(arr).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
@@ -63,5 +67,5 @@ def thumbnail_png(rgb: np.ndarray, max_px: int) -> bytes:
     image = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
     image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
