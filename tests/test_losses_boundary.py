@@ -480,11 +480,7 @@ def test_inverseform_net_card_and_weights() -> None:
 
 def test_inverseform_distance_grows_with_misalignment() -> None:
     loss = build("inverseform")
-    y = torch.cat([make_target("blob", (64, 64), shift=s) for s in (0, 0, 0)])
-    y[1] = y[1].transpose(-1, -2)
-    y[2] = y[2].flip(-2)
-    values = []
-    for shift in (0, 6):
-        moved = torch.roll(y, shifts=shift, dims=-1)
-        values.append(float(loss.distance(moved, y)))
-    assert values[0] < values[1]
+    blob = make_target("blob", (64, 64))
+    y = torch.cat([blob, blob.transpose(-1, -2), blob.flip(-2), make_target("blob", (64, 64), shift=-9)])
+    values = [float(loss.distance(torch.roll(y, shifts=s, dims=-1), y)) for s in (0, 3, 6)]
+    assert values[0] < values[1] < values[2], values

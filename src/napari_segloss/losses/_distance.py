@@ -78,11 +78,16 @@ def has_boundary(target: torch.Tensor) -> torch.Tensor:
 
 
 def _max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Max over a cube of side ``2·radius + 1`` (padding never wins)."""
+    """Max over a cube of side ``2·radius + 1`` (padding never wins), one axis at a time."""
     pool = {4: F.max_pool2d, 5: F.max_pool3d}.get(x.ndim)
     if pool is None:
         raise ValueError(f"expected (B, C, H, W) or (B, C, D, H, W), got shape {tuple(x.shape)}")
-    return pool(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    ndim = x.ndim - 2
+    for axis in range(ndim):
+        kernel = tuple(2 * radius + 1 if a == axis else 1 for a in range(ndim))
+        padding = tuple(radius if a == axis else 0 for a in range(ndim))
+        x = pool(x, kernel_size=kernel, stride=1, padding=padding)
+    return x
 
 
 def dilate(x: torch.Tensor, radius: int = 1) -> torch.Tensor:

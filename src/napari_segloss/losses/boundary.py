@@ -259,12 +259,6 @@ class BoundaryAwareLoss(SegLoss):
 _ABL_OFFSETS = ((1, 0), (-1, 0), (0, -1), (0, 1), (-1, 1), (1, 1), (-1, -1), (1, -1), (0, 0))
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``x[..., i + dy, j + dx]`` for a 1-pixel-padded ``x`` (B, C, H + 2, W + 2) -> (B, C, H, W)."""
-    h, w = x.shape[-2] - 2, x.shape[-1] - 2
-    return x[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-
 def _two_class_log_probs(logits: torch.Tensor) -> torch.Tensor:
     """``log [1 − p, p]`` (B, 2, ...) from one logit, i.e. ``log_softmax([0, z])``."""
     return torch.cat([F.logsigmoid(-logits), F.logsigmoid(logits)], dim=1)
@@ -345,20 +339,22 @@ class ActiveBoundaryLoss(SegLoss):
         sdf = _signed_target(target, target_dist, spacing)
         dist = _boundary_band(sdf, target, _voxel_step(spacing, 2))
         log_p = _two_class_log_probs(logits)
-        candidates = self.predicted_boundary(log_p) & torch.isfinite(dist)
-        if not candidates.any():
-            return bce
+        item, row, col = (self.predicted_boundary(log_p) & torch.isfinite(dist))[:, 0].nonzero(as_tuple=True)
+        offsets = torch.tensor(_ABL_OFFSETS, device=logits.device)
+        rows, cols = row[:, None] + 1 + offsets[:, 0], col[:, None] + 1 + offsets[:, 1]  # padded coords (K, 9)
+        items = item[:, None].expand_as(rows)
         padded_dist = F.pad(dist.nan_to_num(posinf=1e5), (1, 1, 1, 1), value=1e5)
-        padded_logp = F.pad(log_p, (1, 1, 1, 1), mode="replicate").detach()
-        neighbour_dist = torch.cat([_shift(padded_dist, dy, dx) for dy, dx in _ABL_OFFSETS], dim=1)
-        direction = neighbour_dist.argmin(dim=1, keepdim=True)
-        selected = candidates & (direction != len(_ABL_OFFSETS) - 1)
-        if not selected.any():
+        direction = padded_dist[items, 0, rows, cols].argmin(dim=1)
+        moving = direction != len(_ABL_OFFSETS) - 1  # the pixel itself is closest: nothing to learn
+        if not moving.any():
             return bce
-        kl_vector = torch.cat([_kl(_shift(padded_logp, dy, dx), log_p) for dy, dx in _ABL_OFFSETS[:-1]], dim=1)
-        scores = kl_vector.permute(0, 2, 3, 1)[selected[:, 0]]
-        ce = F.cross_entropy(scores, direction[selected], reduction="none", label_smoothing=self.label_smoothing)
-        weight = dist[selected].clamp(max=self.max_clip_dist) / self.max_clip_dist
+        item, row, col, direction = item[moving], row[moving], col[moving], direction[moving]
+        rows, cols, items = rows[moving, :-1], cols[moving, :-1], items[moving, :-1]
+        neighbours = F.pad(log_p.detach(), (1, 1, 1, 1), mode="replicate").permute(0, 2, 3, 1)[items, rows, cols]
+        centre = log_p.permute(0, 2, 3, 1)[item, row, col]
+        scores = (neighbours.exp() * (neighbours - centre[:, None, :])).sum(dim=-1)  # KL(neighbour ‖ pixel), (K, 8)
+        ce = F.cross_entropy(scores, direction, reduction="none", label_smoothing=self.label_smoothing)
+        weight = dist[item, 0, row, col].clamp(max=self.max_clip_dist) / self.max_clip_dist
         return bce + self.abl_weight * (ce * weight).mean()
 
 
@@ -455,7 +451,6 @@ def boundary_tiles(boundary: torch.Tensor, tile: int) -> torch.Tensor:
         "in loss.parameters() or the state_dict. Slice-wise use on volumes is left to the caller.",
         aliases=("InverseFormLoss", "inverse_form"),
         check="none: invariants only",
-        slow_reason="a frozen 2.1 M-parameter MLP runs forward and backward on every 64x64 tile of the batch",
     )
 )
 class InverseFormLoss(SegLoss):
@@ -552,22 +547,30 @@ class ConditionalBoundaryLoss(SegLoss):
 
     @staticmethod
     def context(features: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        """A2P&N term: cosine similarity to each 5x5 neighbour vs same/different class, on ``centres``."""
+        """A2P&N term: cosine similarity to each 5x5 neighbour vs same/different class, on ``centres``.
+
+        ``centres`` (B, 1, h, w) bool; those within 2 px of the border are skipped. Mean over the
+        centres and their 24 neighbours per image, averaged over the images that have centres.
+        """
         b, _, h, w = features.shape
-        padded_f, padded_y = F.pad(features, (2, 2, 2, 2)), F.pad(labels, (2, 2, 2, 2))
-        error = torch.zeros(b, h, w, dtype=features.dtype, device=features.device)
-        offsets = [(dy, dx) for dy in range(5) for dx in range(5) if (dy, dx) != (2, 2)]
-        for dy, dx in offsets:
-            neighbour = padded_f[..., dy : dy + h, dx : dx + w]
-            same = (padded_y[:, 0, dy : dy + h, dx : dx + w] == labels[:, 0]).to(features.dtype)
-            error = error + (F.cosine_similarity(features, neighbour, dim=1) - same) ** 2
-        interior = torch.zeros(h, w, dtype=torch.bool, device=features.device)
-        interior[2 : h - 2, 2 : w - 2] = True
-        mask = (centres[:, 0] & interior).to(features.dtype)
-        count = mask.flatten(1).sum(dim=1)
-        per_image = (error * mask).flatten(1).sum(dim=1) / (count * len(offsets)).clamp(min=1)
-        used = count > 0
-        return per_image[used].mean() if used.any() else features.new_zeros(())
+        inside = torch.zeros_like(centres)
+        inside[..., 2 : h - 2, 2 : w - 2] = True
+        item, row, col = (centres & inside)[:, 0].nonzero(as_tuple=True)
+        if item.numel() == 0:
+            return features.new_zeros(())
+        offsets = torch.tensor([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy or dx],
+                               device=features.device)
+        rows, cols = row[:, None] + offsets[:, 0], col[:, None] + offsets[:, 1]  # (K, 24)
+        items = item[:, None].expand_as(rows)
+        centre = features[item, :, row, col]  # (K, C)
+        neighbours = features.permute(0, 2, 3, 1)[items, rows, cols]  # (K, 24, C)
+        similarity = F.cosine_similarity(centre[:, None, :], neighbours, dim=-1)
+        same = (labels[items, 0, rows, cols] == labels[item, 0, row, col][:, None]).to(features.dtype)
+        error = ((similarity - same) ** 2).mean(dim=1)
+        totals = features.new_zeros(b).index_add(0, item, error)
+        counts = torch.bincount(item, minlength=b)
+        used = counts > 0
+        return (totals[used] / counts[used]).mean()
 
     @staticmethod
     def neighbour_terms(
