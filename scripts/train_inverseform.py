@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import platform
 import time
