@@ -30,7 +30,7 @@ def main() -> None:
     sample = generate_slice(SEED, SIZE)
     size = size_response(LOSSES, sample.mask, RADII, spacing=sample.spacing)
     fig = Figure(figsize=(2.6 * len(LOSSES), 8.2), dpi=110, layout="constrained")
-    plot_response(fig, curves, size)
+    plot_response(fig, curves, size, legend="outside upper right")
     fig.suptitle(f"How losses respond: one pixel's probability (32x32 context, tumour disc r=5 px) and a "
                  f"{sample.kind} mask ({int(sample.mask.sum())} px) eroded or dilated", fontsize=10, x=0.01,
                  ha="left")

@@ -94,7 +94,7 @@ def test_loss_map_of_the_current_slice_and_a_feature_loss(tab, qtbot):
 
 def test_response_and_confidence_plots(tab, qtbot):
     viewer, widget = tab
-    _scene(viewer)
+    _, truth, probs = _scene(viewer)
     response = widget.response
     response.set_checked(["bce", "tversky"])
     response.plot()
@@ -107,8 +107,11 @@ def test_response_and_confidence_plots(tab, qtbot):
     confidence = widget.confidence
     confidence.plot()
     _wait(qtbot, confidence)
-    titles = [ax.get_title() for ax in confidence.canvas.figure.axes if ax.get_visible()]
+    titles = {ax.get_title().splitlines()[0]: ax.get_title() for ax in confidence.canvas.figure.axes
+              if ax.get_visible()}
     assert sorted(titles) == ["tiny_dice", "tiny_focal"]
+    for name, title in titles.items():
+        assert f"tumour {probs[name][truth > 0].mean():.2f}, background {probs[name][truth == 0].mean():.2f}" in title
 
 
 def test_fine_tune_from_the_tab_appears_in_the_widget_pickers(make_napari_viewer, tiny_registry, qtbot, tmp_path,

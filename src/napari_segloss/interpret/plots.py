@@ -33,10 +33,12 @@ def _unavailable(ax: Axes, note: str) -> None:
             transform=ax.transAxes, fontsize=7, color="0.4")
 
 
-def plot_response(fig: Figure, curves: Mapping[str, ResponseCurve], size: SizeResponse | None = None) -> None:
+def plot_response(fig: Figure, curves: Mapping[str, ResponseCurve], size: SizeResponse | None = None, *,
+                  legend: str = "outside upper left") -> None:
     """One column per loss: loss value and ``dL/dp`` against the probe's probability (tumour
     pixel blue, background pixel orange dashed) and, with ``size``, loss against the erosion /
-    dilation radius of the predicted mask. Clears ``fig`` first."""
+    dilation radius of the predicted mask. ``legend``: matplotlib legend location (``fig`` should
+    use the constrained layout for the ``"outside ..."`` ones). Clears ``fig`` first."""
     fig.clear()
     names = list(curves)
     if not names:
@@ -68,7 +70,7 @@ def plot_response(fig: Figure, curves: Mapping[str, ResponseCurve], size: SizeRe
     if size is not None:
         axes[2, 0].set_ylabel(f"loss, mask at p={size.confidence:g}", fontsize=9)
     handles = [Line2D([], [], color=TUMOUR_COLOR, lw=1.8), Line2D([], [], color=BACKGROUND_COLOR, lw=1.8, ls="--")]
-    fig.legend(handles, ["tumour pixel", "background pixel"], loc="upper right", fontsize=8, ncol=2, frameon=False)
+    fig.legend(handles, ["tumour pixel", "background pixel"], loc=legend, fontsize=8, ncol=2, frameon=False)
 
 
 def _plot_size(ax: Axes, size: SizeResponse, name: str) -> None:
@@ -100,19 +102,18 @@ def plot_confidence(fig: Figure, histograms: Mapping[str, ConfidenceHistogram], 
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, name in zip(axes, names):
         h = histograms[name]
-        for fractions, color, label, n, mean in (
-            (h.tumour, TUMOUR_COLOR, "tumour", h.n_tumour, h.mean_tumour),
-            (h.background, BACKGROUND_COLOR, "background", h.n_background, h.mean_background),
-        ):
+        for fractions, color, n in ((h.tumour, TUMOUR_COLOR, h.n_tumour), (h.background, BACKGROUND_COLOR, h.n_background)):
             if n:
-                ax.stairs(np.where(fractions > 0, fractions, np.nan), h.edges, color=color, lw=1.6,
-                          label=f"{label} (n={n}, mean {mean:.2f})")
+                ax.stairs(np.where(fractions > 0, fractions, np.nan), h.edges, color=color, lw=1.6)
         ax.set_yscale("log")
         ax.set_xlim(0, 1)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name}\nmean p: tumour {h.mean_tumour:.2f}, background {h.mean_background:.2f}", fontsize=8)
         ax.set_xlabel("predicted tumour probability", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, frameon=False, loc="upper center")
+    handles = [Line2D([], [], color=TUMOUR_COLOR, lw=1.6), Line2D([], [], color=BACKGROUND_COLOR, lw=1.6)]
+    first = histograms[names[0]]
+    fig.legend(handles, [f"true tumour pixels (n={first.n_tumour})", f"true background pixels (n={first.n_background})"],
+               loc="outside upper left", fontsize=8, ncol=2, frameon=False)
     axes[0].set_ylabel("fraction of pixels", fontsize=8)
     for ax in axes[len(names):]:
         ax.set_visible(False)
