@@ -151,8 +151,12 @@ def _grey(image: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
     return normalize(arr, DEFAULT_NORMALIZATION)
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+def _to_uint8(rgb: np.ndarray, out: np.ndarray) -> None:
+    """Write float RGB (clipped to [0, 1]) into the uint8 array ``out``; ``rgb`` is overwritten."""
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    rgb *= 255.0
+    np.rint(rgb, out=rgb)
+    np.copyto(out, rgb, casting="unsafe")  # whole numbers in 0..255: exact
 
 
 def _check_alpha(alpha: float) -> float:
@@ -166,10 +170,11 @@ def _render(grey: np.ndarray, paint: Callable[[np.ndarray, int], None]) -> np.nd
     modifies each float32 ``(H, W, 3)`` slice in place."""
     planes = grey[None] if grey.ndim == 2 else grey
     out = np.empty((*planes.shape, 3), dtype=np.uint8)
+    rgb = np.empty((*planes.shape[1:], 3), dtype=np.float32)  # one buffer, reused per slice
     for z, plane in enumerate(planes):
-        rgb = np.repeat(plane[..., None], 3, axis=-1)
+        rgb[...] = plane[..., None]
         paint(rgb, z)
-        out[z] = _to_uint8(rgb)
+        _to_uint8(rgb, out[z])
     return out[0] if grey.ndim == 2 else out
 
 
@@ -190,12 +195,15 @@ def render_heatmap(image: np.ndarray, probability: np.ndarray, *, alpha: float =
         raise ValueError(f"probability must be 2D or 3D, got shape {prob.shape}")
     grey = _grey(image, prob.shape)
     table = colormaps[HEATMAP_COLORMAP](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+    weighted = a * table  # alpha applied once to the 256 colours, not to every pixel
     planes = prob[None] if prob.ndim == 2 else prob
+    level = np.empty(planes.shape[1:], dtype=np.float32)
 
     def paint(rgb: np.ndarray, z: int) -> None:
-        colour = table[np.rint(planes[z] * 255.0).astype(np.intp)]
+        np.multiply(planes[z], 255.0, out=level)
+        index = np.rint(level, out=level).astype(np.uint8)  # 0..255: the colour table's row
         rgb *= 1.0 - a
-        rgb += a * colour
+        rgb += weighted.take(index, axis=0)
 
     return _render(grey, paint)
 
@@ -239,10 +247,14 @@ def render_difference(image: np.ndarray, diff: np.ndarray, *, alpha: float = 0.6
     table = np.zeros((4, 3), dtype=np.float32)
     for value, colour in DIFFERENCE_COLORS.items():
         table[value] = colour[:3]
+    # per label: grey weight (1 for background, 1 - alpha elsewhere) and the added colour
+    keep = np.array([1.0, 1.0 - a, 1.0 - a, 1.0 - a], dtype=np.float32)
+    weighted = a * table
     planes = labels[None] if labels.ndim == 2 else labels
 
     def paint(rgb: np.ndarray, z: int) -> None:
-        inside = planes[z] != 0
-        rgb[inside] = (1.0 - a) * rgb[inside] + a * table[planes[z][inside]]
+        index = planes[z].astype(np.intp, copy=False)
+        rgb *= keep.take(index)[..., None]
+        rgb += weighted.take(index, axis=0)
 
     return _render(grey, paint)
