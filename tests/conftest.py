@@ -10,6 +10,15 @@ import pytest
 TINY_CHECKPOINTS = (("tiny_dice", "dice", "region"), ("tiny_focal", "focal", "pixel"), ("tiny_bce", "bce", "pixel"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_user_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never read or write the real ``~/.napari-segloss/checkpoints``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path_factory.mktemp("user_checkpoints")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with ``tiny_dice``, ``tiny_focal`` and ``tiny_bce``: DEFAULT_ARCHITECTURE models

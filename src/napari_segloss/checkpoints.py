@@ -36,7 +36,7 @@ import torch
 
 from napari_segloss import __version__
 from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model, resolve_device, validate_architecture
-from napari_segloss.paths import weights_dir
+from napari_segloss.paths import user_checkpoint_dir, weights_dir
 from napari_segloss.preprocess import DEFAULT_NORMALIZATION, normalize
 
 #: version of the model-card layout written by :func:`save_checkpoint`
@@ -373,7 +373,7 @@ def _weights_next_to(card_path: Path) -> Path | None:
 def _search_dirs(extra_dirs: Sequence[str | os.PathLike] | None) -> list[Path]:
     env = [p for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
     dirs, seen = [], set()
-    for entry in [weights_dir(), *(extra_dirs or ()), *env]:
+    for entry in [weights_dir(), *(extra_dirs or ()), *env, user_checkpoint_dir()]:
         path = Path(entry).expanduser()
         key = path.resolve() if path.exists() else path
         if key not in seen:
@@ -385,8 +385,9 @@ def _search_dirs(extra_dirs: Sequence[str | os.PathLike] | None) -> list[Path]:
 def list_checkpoints(extra_dirs: Sequence[str | os.PathLike] | None = None) -> list[CheckpointInfo]:
     """Every checkpoint (a ``.json`` card with weights beside it) in the search folders.
 
-    Folders: :func:`napari_segloss.weights_dir` (top level only), ``extra_dirs``, then
-    ``NAPARI_SEGLOSS_CHECKPOINTS``. Sorted by loss family (pixel, region, boundary, compound)
+    Folders: :func:`napari_segloss.weights_dir` (top level only), ``extra_dirs``,
+    ``NAPARI_SEGLOSS_CHECKPOINTS``, then the user's fine-tuned checkpoints
+    (:func:`napari_segloss.paths.user_checkpoint_dir`). Sorted by loss family (pixel, region, boundary, compound)
     then name. Invalid cards are skipped with a warning; a name already seen in an earlier
     folder shadows later ones (with a warning).
     """

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 WEIGHTS_ENV = "NAPARI_SEGLOSS_WEIGHTS"
+USER_DIR_ENV = "NAPARI_SEGLOSS_USER_DIR"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -24,3 +25,12 @@ def weights_dir() -> Path:
     if in_package.is_dir():
         return in_package
     return _PACKAGE_DIR.parent.parent / "weights"
+
+
+def user_checkpoint_dir() -> Path:
+    """Folder of the user's own (fine-tuned) checkpoints, always searched by the registry.
+
+    ``NAPARI_SEGLOSS_USER_DIR`` overrides the default ``~/.napari-segloss/checkpoints``.
+    """
+    override = os.environ.get(USER_DIR_ENV)
+    return Path(override).expanduser() if override else Path.home() / ".napari-segloss" / "checkpoints"

@@ -41,6 +41,7 @@ import torch
 from napari_segloss.checkpoints import CHECKPOINTS_ENV, LoadedCheckpoint, ModelCard, list_checkpoints, load, save_checkpoint
 from napari_segloss.losses import build, info, resolve
 from napari_segloss.models import SIZE_MULTIPLE, forward_with_features, resolve_device
+from napari_segloss.paths import user_checkpoint_dir
 from napari_segloss.preprocess import normalize
 from napari_segloss.train.data import Augment
 from napari_segloss.train.evaluate import THRESHOLD, overlap, predict_slices
@@ -84,11 +85,6 @@ class _Pool:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def user_checkpoint_dir() -> Path:
-    """Default folder of fine-tuned checkpoints: ``~/.napari-segloss/checkpoints``."""
-    return Path.home() / ".napari-segloss" / "checkpoints"
 
 
 def register_checkpoint_dir(directory: str | os.PathLike) -> None:

@@ -553,10 +553,6 @@ class InterpretTab(QWidget):
     def __init__(self, viewer: napari.Viewer, inputs: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         guard_triton()
-        from napari_segloss.interpret.finetune import register_checkpoint_dir, user_checkpoint_dir
-
-        if user_checkpoint_dir().is_dir():
-            register_checkpoint_dir(user_checkpoint_dir())  # earlier sessions' fine-tuned checkpoints
         self.loss_map = LossMapPage(viewer, inputs)
         self.response = ResponsePage(viewer, inputs)
         self.confidence = ConfidencePage(viewer, inputs)
