@@ -4,8 +4,9 @@ Writes ``--n`` PNG pairs with :func:`napari_segloss.data.export.write_dataset` (
 ``--data``), runs :func:`napari_segloss.batch.run_batch` with one checkpoint (the default one; a
 randomly initialised DEFAULT_ARCHITECTURE model when none is installed, which runs at the same
 speed) and reports images/s (everything included: reading, inference, metrics, four renderings,
-PNG encoding, the ZIP, the report) and the resident memory as the run progresses. Bounded memory
-shows as a flat RSS from 10 % to 100 % of the images.
+PNG encoding, the ZIP, the report) and the resident memory at each tenth of the run, also after
+glibc's ``malloc_trim`` (freed heap pages kept by the allocator are not live memory). Bounded
+memory shows as a flat trimmed RSS from the first tenth to the end.
 
     python benchmarks/bench_batch.py                      # 1,000 images, 1 torch thread
     python benchmarks/bench_batch.py --n 200 --workers 2 --threads 1 --json batch.json
@@ -14,6 +15,7 @@ shows as a flat RSS from 10 % to 100 % of the images.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import resource
@@ -54,31 +56,39 @@ def _checkpoint(tmp: Path) -> tuple[str, str]:
         return str(tmp / "random_fpn.json"), "random_fpn (random weights: no checkpoint installed)"
 
 
+def _malloc_trim() -> None:
+    """Hand freed heap pages back to the OS (glibc), so RSS shows live memory, not fragmentation."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def bench(data: Path, out: Path, checkpoint: str, workers: int) -> dict[str, Any]:
-    """Run the batch; RSS is sampled at every progress report."""
-    samples: list[tuple[int, float]] = []
+    """Run the batch; RSS is sampled at each tenth of the images, before and after malloc_trim."""
+    samples: dict[int, tuple[float, float]] = {}
 
     def progress(p: BatchProgress) -> None:
-        samples.append((p.done, _rss_mb()))
-        if p.done and p.done % max(1, p.total // 10) == 0:
-            print(f"  {p.done}/{p.total} images, RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+        decile = 10 * p.done // max(p.total, 1)
+        if p.done and decile not in samples:
+            raw = _rss_mb()
+            _malloc_trim()
+            samples[decile] = (raw, _rss_mb())
+            print(f"  {p.done}/{p.total} images, RSS {raw:.0f} MB ({samples[decile][1]:.0f} MB after malloc_trim)",
+                  file=sys.stderr)
 
     start = time.perf_counter()
     result = run_batch(data, [checkpoint], out, device="cpu", workers=workers, progress=progress)
     seconds = time.perf_counter() - start
     total = len(result.items)
-
-    def rss_at(fraction: float) -> float:
-        return next(rss for done, rss in samples if done >= fraction * total)
-
+    first, middle, last = min(samples), sorted(samples)[len(samples) // 2], max(samples)
     return {
         "images": total,
         "failed": result.failed,
         "seconds": round(seconds, 1),
         "images_per_s": round(total / seconds, 2),
-        "rss_mb_at_10pct": round(rss_at(0.1), 0),
-        "rss_mb_at_50pct": round(rss_at(0.5), 0),
-        "rss_mb_at_100pct": round(rss_at(1.0), 0),
+        "rss_mb_first_10pct_50pct_100pct": [round(samples[k][0]) for k in (first, middle, last)],
+        "rss_mb_after_malloc_trim": [round(samples[k][1]) for k in (first, middle, last)],
         "peak_rss_mb": round(_peak_rss_mb(), 0),
         "result_zip_mb": round(out.stat().st_size / 2**20, 1),
         "mean_dice": result.summary[0]["dice_mean"],

@@ -1,7 +1,7 @@
 """Batch mode: every chosen checkpoint over a folder or ZIP of scans, one result ZIP out.
 
 Modules, one job each: :mod:`~napari_segloss.batch.archive` (safe ZIP extraction),
-:mod:`~napari_segloss.batch.discover` (units, image/mask pairing, manifest),
+:mod:`~napari_segloss.batch.pairing` (units, image/mask pairing, manifest),
 :mod:`~napari_segloss.batch.samples` (reading items, batching equal shapes),
 :mod:`~napari_segloss.batch.process` (the per-batch work function, also run on dask workers),
 :mod:`~napari_segloss.batch.encode` (PNG/TIFF bytes), :mod:`~napari_segloss.batch.executors`
@@ -12,7 +12,7 @@ Modules, one job each: :mod:`~napari_segloss.batch.archive` (safe ZIP extraction
 
 from napari_segloss.batch.archive import ArchiveError, safe_extract
 from napari_segloss.batch.cases import CaseData, load_case
-from napari_segloss.batch.discover import Discovery, Entry, Item, discover
+from napari_segloss.batch.pairing import Discovery, Entry, Item, discover
 from napari_segloss.batch.errors import BatchCancelled, BatchError
 from napari_segloss.batch.process import CheckpointRef, Job, process_chunk
 from napari_segloss.batch.runner import BatchProgress, BatchResult, Case, resolve_checkpoints, run_batch

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_segloss.batch.archive import safe_extract
-from napari_segloss.batch.discover import Item
+from napari_segloss.batch.pairing import Item
 from napari_segloss.batch.runner import BatchResult, Case
 from napari_segloss.batch.samples import Sample, read_sample
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_segloss import metrics
-from napari_segloss.batch.discover import Entry
+from napari_segloss.batch.pairing import Entry
 from napari_segloss.batch.process import CheckpointRef
 
 #: metrics shown in the HTML summary table (summary.csv has all of them)

@@ -37,7 +37,7 @@ from typing import Any
 from napari_segloss import __version__
 from napari_segloss.batch import report
 from napari_segloss.batch.archive import ArchiveError, safe_extract
-from napari_segloss.batch.discover import Discovery, Entry, Item, discover
+from napari_segloss.batch.pairing import Discovery, Entry, Item, discover
 from napari_segloss.batch.errors import BatchCancelled, BatchError
 from napari_segloss.batch.executors import run_chunks
 from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
@@ -162,11 +162,12 @@ def _check_options(out: Path, threshold: float, workers: int, overwrite: bool) -
         raise BatchError(f"workers must be at least 1, got {workers}")
 
 
-def _open_input(source: Path, workdir: Path) -> Discovery:
-    """Discover the items of a folder, or of a ZIP extracted safely into ``workdir``."""
+def _open_input(source: Path, workdir: Callable[[], Path]) -> Discovery:
+    """Discover the items of a folder, or of a ZIP extracted safely into ``workdir()``."""
     if source.is_dir():
         return discover(source)
     if source.is_file() and zipfile.is_zipfile(source):
+        workdir = workdir()
         try:
             extraction = safe_extract(source, workdir)
         except ArchiveError as exc:
@@ -249,7 +250,7 @@ def run_batch(
     """Run ``checkpoints`` over every image in ``source`` and write the result ZIP ``out``.
 
     Args:
-        source: a folder or a ZIP of images and masks (see :mod:`napari_segloss.batch.discover`).
+        source: a folder or a ZIP of images and masks (see :mod:`napari_segloss.batch.pairing`).
         checkpoints: registry names, paths, or ``"all"``.
         out: the ``.zip`` to write (atomically).
         device: ``auto | cpu | cuda[:i] | mps`` (on dask, the workers' device).
@@ -277,7 +278,12 @@ def run_batch(
             raise BatchError(str(exc)) from None
     refs = resolve_checkpoints([checkpoints] if isinstance(checkpoints, str) else checkpoints)
     job = Job(refs, device=device, threshold=float(threshold), tolerance_mm=float(tolerance_mm))
-    workdir = Path(tempfile.mkdtemp(prefix="napari-segloss-batch-"))
+    scratch: list[Path] = []
+
+    def workdir() -> Path:
+        scratch.append(Path(tempfile.mkdtemp(prefix="napari-segloss-batch-")))
+        return scratch[-1]
+
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     try:
         found = _open_input(source, workdir)
@@ -292,7 +298,8 @@ def run_batch(
         return result
     finally:
         tmp.unlink(missing_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stream(

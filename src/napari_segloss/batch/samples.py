@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_segloss.batch.discover import Item
+from napari_segloss.batch.pairing import Item
 from napari_segloss.inference import batch_size_for
 from napari_segloss.io import Scan, ScanReadError, read_scans
 from napari_segloss.io.raster import as_labels
