@@ -1,8 +1,9 @@
 """Find the scans in a batch input folder and pair each image with its ground-truth mask.
 
-Units: every PNG/JPG/BMP/TIFF/NIfTI/DICOM file is one unit, except that a folder holding two or
-more DICOM files (and nothing else: no sub-folders, no raster files, no mask-named files) is one
-DICOM series unit named after the folder. Masks follow the reader's convention
+Units: every PNG/JPG/BMP/TIFF/NIfTI/DICOM file is one unit, except that a sub-folder holding two
+or more DICOM files (and nothing else: no sub-folders, no raster files, no mask-named files) is
+one DICOM series unit named after the folder. DICOM files directly in the input folder are single
+images. Masks follow the reader's convention
 (:func:`napari_segloss.io.raster.is_mask_name`: ``x_mask``, ``x_seg``, ``x_label(s)``), and every
 unit below a ``masks/`` folder that has an ``images/`` sibling is a mask.
 

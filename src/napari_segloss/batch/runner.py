@@ -291,9 +291,8 @@ def run_batch(
             raise BatchError(f"{source}: no images found ({len(found.entries)} file(s) skipped)")
         out.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as archive:
-            result = _stream(found, job, archive, source, workers, scheduler, max_thumbnails, progress, cancel, start)
+            result = _stream(found, job, archive, source, out, workers, scheduler, max_thumbnails, progress, cancel, start)
         _publish(tmp, out, overwrite)
-        result.out = out
         result.seconds = time.perf_counter() - start
         return result
     finally:
@@ -307,6 +306,7 @@ def _stream(
     job: Job,
     archive: zipfile.ZipFile,
     source: Path,
+    out: Path,
     workers: int,
     scheduler: str | None,
     max_thumbnails: int,
@@ -398,7 +398,7 @@ def _stream(
     )
     archive.writestr("report.html", page)
     return BatchResult(
-        out=Path(), input=source, checkpoints=job.checkpoints, items=found.items, rows=rows, summary=summary,
+        out=out, input=source, checkpoints=job.checkpoints, items=found.items, rows=rows, summary=summary,
         entries=manifest, failed=failed, seconds=0.0, volumes=volumes,
     )
 
