@@ -164,7 +164,13 @@ def test_safe_extract_refuses_unsafe_members(tmp_path: Path) -> None:
         z.writestr("noext", b"plain bytes, no DICOM magic" * 10)
         z.writestr("dicomish", b"\0" * 128 + b"DICM" + b"\0" * 16)
         z.writestr("secret.png", b"x")
+        z.writestr("ok/a.png/inner.png", b"x")  # a file where a folder would have to be
+        z.writestr("bad.png", png(np.ones((32, 32), np.uint8)))
     mark_encrypted(src, b"secret.png")
+    raw = bytearray(src.read_bytes())
+    at = raw.index(png(np.ones((32, 32), np.uint8))) + 40
+    raw[at] ^= 0xFF  # breaks the CRC of bad.png
+    src.write_bytes(bytes(raw))
     dest = tmp_path / "dest"
     got = archive.safe_extract(src, dest)
     assert sorted(got.extracted) == ["dicomish", "ok/a.png"]
@@ -174,6 +180,8 @@ def test_safe_extract_refuses_unsafe_members(tmp_path: Path) -> None:
     assert reasons["ok/link.png"] == "symbolic link"
     assert "not an image" in reasons["readme.md"] and "not DICOM" in reasons["noext"]
     assert "hidden" in reasons["ok/.hidden.png"] and "encrypted" in reasons["secret.png"]
+    assert reasons["ok/a.png/inner.png"].startswith("cannot be extracted")
+    assert reasons["bad.png"].startswith("corrupt member") and "CRC" in reasons["bad.png"]
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {"evil.zip", "dest/ok/a.png", "dest/dicomish"}  # nothing outside dest
 

@@ -166,12 +166,14 @@ def safe_extract(
             if target.exists():
                 result.refused.append(Refused(info.filename, "duplicate member name"))
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 budget -= _copy(archive, info, target, budget)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:  # bad CRC, truncated data
-                target.unlink(missing_ok=True)
-                result.refused.append(Refused(info.filename, f"corrupt member ({exc})"))
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # bad CRC, truncated, clashing names
+                if target.is_file():
+                    target.unlink()
+                what = "cannot be extracted" if isinstance(exc, OSError) else "corrupt member"
+                result.refused.append(Refused(info.filename, f"{what} ({exc})"))
                 continue
             result.extracted.append(relative.as_posix())
     return result

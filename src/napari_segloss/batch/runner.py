@@ -167,12 +167,12 @@ def _open_input(source: Path, workdir: Callable[[], Path]) -> Discovery:
     if source.is_dir():
         return discover(source)
     if source.is_file() and zipfile.is_zipfile(source):
-        workdir = workdir()
+        root = workdir()
         try:
-            extraction = safe_extract(source, workdir)
+            extraction = safe_extract(source, root)
         except ArchiveError as exc:
             raise BatchError(str(exc)) from None
-        found = discover(workdir)
+        found = discover(root)
         refused = [Entry(r.name, "other", "skipped", reason=f"refused: {r.reason}") for r in extraction.refused]
         found.entries = sorted(found.entries + refused, key=lambda e: e.path)
         return found
