@@ -28,6 +28,17 @@ def write_pairs(folder: Path, n: int, size: int = 48) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core test machines two threads wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tab(make_napari_viewer, tiny_registry: Path, qtbot) -> BatchTab:
     widget = BatchTab(make_napari_viewer())
