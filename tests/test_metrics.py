@@ -185,6 +185,29 @@ def test_crop_to_bounding_box_is_exact() -> None:
     assert small["hd95"] == pytest.approx(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
 
 
+def test_sparse_surfaces_use_a_kd_tree_with_the_same_distances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scattered false positives in a volume: boundaries are sparse in the crop box, so the k-d
+    tree path runs; it must give the distance transforms' distances and MONAI's metrics."""
+    truth = np.zeros((16, 64, 64), dtype=bool)
+    truth[5:11, 20:36, 24:40] = True
+    pred = np.roll(truth, 2, axis=2)
+    for z, y, x in np.random.default_rng(5).integers(0, (16, 64, 64), size=(6, 3)):
+        pred[z, y, x] = True
+    spacing = (2.5, 0.9, 0.9)
+    box = metrics._union_crop(pred, truth)
+    boundary = metrics._inner_boundary(pred[box]).sum() + metrics._inner_boundary(truth[box]).sum()
+    assert boundary < metrics.SPARSE_SURFACE_FRACTION * pred[box].size
+    sparse = metrics.surface_distances(pred, truth, spacing)
+    monkeypatch.setattr(metrics, "SPARSE_SURFACE_FRACTION", 0.0)  # force the distance transforms
+    dense = metrics.surface_distances(pred, truth, spacing)
+    for ours, reference in zip(sparse, dense):
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
+    monkeypatch.undo()
+    result = metrics.compute(pred, truth, spacing, tolerance_mm=1.8)
+    for key, value in monai_reference(pred, truth, spacing, 1.8).items():
+        assert result[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+
+
 def test_symmetry() -> None:
     rng = np.random.default_rng(11)
     a, b = random_blobs(rng, (36, 30), 2.0), random_blobs(rng, (36, 30), 2.0)

@@ -61,6 +61,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import KDTree
 
 #: the keys of :func:`compute`'s dict, in display order
 METRIC_KEYS: tuple[str, ...] = (
@@ -94,6 +95,10 @@ _DISTANCE_KEYS = frozenset({"hd95", "assd"})
 _VOLUME_KEYS = frozenset({"volume_pred", "volume_truth", "volume_abs_diff"})
 _PERCENT_KEYS = frozenset({"pct_correct", "pct_over", "pct_missed"})
 _AREA_UNITS = {2: "mm²", 3: "mm³"}
+#: surface distances come from a k-d tree over the boundary voxels instead of two distance
+#: transforms of the crop box when the boundaries hold less than this fraction of the box's voxels
+#: (scattered false positives in a volume: ~9x faster; dense, noisy boundaries: the transforms win)
+SPARSE_SURFACE_FRACTION = 1 / 8
 
 
 def check_masks(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,9 +225,26 @@ def _surface_distances(
     box = _union_crop(p, t)
     edge_p = _inner_boundary(p[box])
     edge_t = _inner_boundary(t[box])
+    if np.count_nonzero(edge_p) + np.count_nonzero(edge_t) < SPARSE_SURFACE_FRACTION * edge_p.size:
+        points_p, points_t = np.argwhere(edge_p), np.argwhere(edge_t)
+        return _nearest_distances(points_p, points_t, spacing), _nearest_distances(points_t, points_p, spacing)
     to_truth = ndimage.distance_transform_edt(~edge_t, sampling=spacing)[edge_p]
     to_pred = ndimage.distance_transform_edt(~edge_p, sampling=spacing)[edge_t]
     return to_truth, to_pred
+
+
+def _nearest_distances(sources: np.ndarray, targets: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """Distance in mm from each source voxel to the nearest target voxel.
+
+    ``sources`` ``(N, ndim)`` and ``targets`` ``(M, ndim)`` are integer voxel indices; the
+    nearest target is found with a k-d tree in mm coordinates and its distance is computed as
+    ``distance_transform_edt`` computes it, ``sqrt(sum(((target - source) * spacing) ** 2))``.
+    Returns float64 ``(N,)`` in ``sources`` order.
+    """
+    scale = np.asarray(spacing, dtype=np.float64)
+    _, nearest = KDTree(targets * scale).query(sources * scale)
+    offsets = (targets[nearest] - sources) * scale
+    return np.sqrt((offsets * offsets).sum(axis=1))
 
 
 def compute(
