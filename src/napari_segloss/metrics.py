@@ -20,7 +20,8 @@ Definitions (P = prediction, G = ground truth; TP, FP, FN, TN are voxel counts)
   surface of a mask is its inner boundary voxels, ``mask ^ binary_erosion(mask)`` with the
   cross-shaped structuring element (voxels on the image border count as boundary); the
   directed distance from each boundary voxel of one mask to the nearest boundary voxel of the
-  other is exact Euclidean in mm, from ``scipy.ndimage.distance_transform_edt(sampling=spacing)``.
+  other is exact Euclidean in mm, from ``scipy.ndimage.distance_transform_edt(sampling=spacing)``
+  (or, for sparse boundaries, a k-d tree nearest-neighbour search giving the same distances).
 
   - hd95: MONAI ``compute_hausdorff_distance(percentile=95)``: the 95th percentile (linear
     interpolation) of each direction separately, then the larger of the two. MedPy pools both
