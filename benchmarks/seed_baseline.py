@@ -145,9 +145,11 @@ def preprocess(image: np.ndarray) -> torch.Tensor:
 
 
 def predict(model: nn.Module, image: np.ndarray) -> np.ndarray:
-    """Foreground probability of one ``(H, W)`` (or ``(H, W, 3)``) image: float32 ``(H, W)`` in [0, 1]."""
+    """Foreground probability of one ``(H, W)`` (or ``(H, W, 3)``) image: float32 ``(H, W)`` in [0, 1]
+    (the model runs on the device its parameters are on)."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        prob = torch.sigmoid(model(preprocess(image)))[0, 0].numpy()
+        prob = torch.sigmoid(model(preprocess(image).to(device)))[0, 0].cpu().numpy()
     height, width = np.asarray(image).shape[:2]
     return np.asarray(Image.fromarray(prob).resize((width, height), Image.BILINEAR), dtype=np.float32)
 

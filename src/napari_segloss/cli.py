@@ -77,6 +77,22 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_compare.py"
+    if not script.is_file():
+        raise CLIError(f"bench needs a source checkout: {script} not found")
+    spec = importlib.util.spec_from_file_location("bench_compare", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    argv = ["--device", args.device] + (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else [])
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    return module.main(argv)
+
+
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -141,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", help="checkpoint name (default: the loss name)")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/<name>.resume.pt")
     tr.set_defaults(handler=_cmd_train)
+
+    be = sub.add_parser("bench", help="time the seed tool's path against this engine on the same images",
+                        description="Side-by-side benchmark (benchmarks/bench_compare.py): images/s, 512² latency end "
+                        "to end, a 155x240x240 volume, all checkpoints on one slice, model switch, peak memory.")
+    be.add_argument("--quick", action="store_true", help="fewer repeats")
+    be.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
+    be.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 on a busy machine)")
+    be.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    be.set_defaults(handler=_cmd_bench)
     return parser
 
 
