@@ -17,10 +17,13 @@ Figures (medians; ratios are seed / engine for times and memory, engine / seed f
   slices and extrapolated); the engine is also timed with 3D metrics and layer overlays;
 * ``all_checkpoints_256``: every checkpoint on one 256² slice, cold (loaded from disk) and warm
   (cached); the seed's count matches the engine's, its per-model time extrapolated;
-* ``switch_ms``: switching to another checkpoint already in the cache (seed: rebuild + torch.load);
-* ``peak_mb``: extra peak RSS while each path runs (models already loaded), sampled every 1 ms;
-* CUDA only: the model alone in batches (channels-last, autocast bf16/fp16, optional
-  ``torch.compile``), slices/s at 256² and 512² and the fraction of the GPU's peak FLOP rate.
+* ``switch``: switching to a checkpoint already in the cache, by path and by registry name
+  (seed: rebuild + torch.load, as it has no cache);
+* ``memory``: RSS growth while each path runs for the first time in a fresh process (model
+  loaded, input read; sampled every millisecond), model sizes and GFLOP per 256² slice;
+* ``gpu`` (CUDA only): the model alone in batches (channels-last, autocast bf16/fp16, optional
+  ``torch.compile``): slices/s at 256² and 512² and the fraction of the GPU's dense bf16 peak;
+  ``predict`` on a stack of slices (normalisation and copies included); the seed one at a time.
 
     python benchmarks/bench_compare.py --threads 1           # < 3 minutes on a 2-core CPU
     python benchmarks/bench_compare.py --quick --json out.json
@@ -283,9 +286,8 @@ MEMORY_RUNS = ("seed_512", "engine_512", "engine_volume")
 def memory_child(kind: str, data: str, card: str, device_name: str) -> dict[str, float]:
     """In a fresh process: the RSS growth (MB) during the first run of ``kind`` once its model is
     loaded and its input read (``seed_512``/``engine_512``: one slice end to end; ``engine_volume``:
-    the volume's predict, 3D metrics and layer overlays), and the process's peak RSS."""
-    import resource
-
+    the volume's predict, 3D metrics and layer overlays). (The process's ``ru_maxrss`` would not
+    do: Linux carries the parent's peak across fork and exec.)"""
     arrays = np.load(data)
     device = resolve_device(device_name)
     if kind == "seed_512":
@@ -309,12 +311,12 @@ def memory_child(kind: str, data: str, card: str, device_name: str) -> dict[str,
         raise ValueError(f"unknown memory run {kind!r}; valid: {', '.join(MEMORY_RUNS)}")
     with PeakRSS() as peak:
         job()
-    return {"extra_mb": peak.extra_mb, "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"extra_mb": peak.extra_mb}
 
 
 def bench_memory(sample: Any, volume: Any, seed_model: torch.nn.Module, loaded: Any, device: torch.device, tmp: Path) -> dict[str, float]:
     """Peak memory, each run in a fresh process (:func:`memory_child`): RSS growth while it runs
-    (model already loaded) and the process's peak (imports included); parameter sizes."""
+    (model already loaded); parameter sizes and GFLOP per 256² slice of both models."""
     data = tmp / "memory_inputs.npz"
     np.savez(data, slice_image=sample.image, slice_mask=sample.mask, slice_spacing=sample.spacing,
              volume_image=volume.image, volume_mask=volume.mask, volume_spacing=volume.spacing)
@@ -325,7 +327,6 @@ def bench_memory(sample: Any, volume: Any, seed_model: torch.nn.Module, loaded: 
         child = subprocess.run(command, capture_output=True, text=True, check=True)
         figures = json.loads(child.stdout.strip().splitlines()[-1])
         out[f"{kind}_mb"] = figures["extra_mb"]
-        out[f"{kind}_process_peak_mb"] = figures["process_peak_mb"]
     out["volume_input_mb"] = volume.image.nbytes / 2**20
     out["seed_model_mb"] = sum(p.numel() * p.element_size() for p in seed_model.parameters()) / 2**20
     out["engine_model_mb"] = loaded.nbytes / 2**20
