@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication
 from scipy import ndimage
@@ -85,9 +86,9 @@ def test_sample_run_layers_and_metrics(widget, qtbot, tmp_path, tiny_registry):
     assert w.status.text().startswith("No image layer")
     assert not w.run_tab.run_button.isEnabled()
     viewer.open_sample(PLUGIN, "brain_mri_2d")
-    image = next(layer for layer in viewer.layers if layer._type_string == "image")
-    truth_layer = next(layer for layer in viewer.layers if layer._type_string == "labels")
-    assert w.inputs.image() is image and w.inputs.truth() is truth_layer  # the mask is suggested
+    image = next(layer for layer in viewer.layers if isinstance(layer, Image))
+    truth_layer = next(layer for layer in viewer.layers if isinstance(layer, Labels))
+    assert w.inputs.image() == image and w.inputs.truth() == truth_layer  # the mask is suggested
     w.run_tab.combo.select("tiny_dice")
     assert "Dice" in w.run_tab.description.text() and "test Dice" in w.run_tab.description.text()
     _click_and_wait(qtbot, w, w.run_tab.run_button)
@@ -97,7 +98,7 @@ def test_sample_run_layers_and_metrics(widget, qtbot, tmp_path, tiny_registry):
     assert set(found) == set(ROLES)
     for role, layer in found.items():
         assert layer.name == f"{image.name} · dice · {role}"
-        assert layer._type_string == ("image" if role == "probability" else "labels")
+        assert isinstance(layer, Image if role == "probability" else Labels)
         assert layer.data.shape == image.data.shape
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
@@ -161,6 +162,22 @@ def test_rerun_replaces_layers_and_never_touches_user_layers(widget, qtbot, slic
     assert len(viewer.layers) == count + 1
 
 
+def test_rgb_image(widget, qtbot, slice2d, tiny_registry):
+    w, viewer = widget, widget.viewer
+    grey = (slice2d.image / slice2d.image.max() * 255).astype(np.uint8)
+    rgb = np.stack([grey, grey // 2, grey], axis=-1)
+    image = viewer.add_image(rgb, name="photo", rgb=True, scale=(0.5, 0.5))
+    assert w.inputs.image() == image
+    assert w.inputs.truth() is None, w.inputs.truth()
+    w.run_tab.combo.select("tiny_dice")
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    found = _result_layers(viewer, "tiny_dice")
+    assert set(found) == {"probability", "prediction", "contour"}
+    assert all(layer.data.shape == grey.shape and tuple(layer.scale) == (0.5, 0.5) for layer in found.values())
+    expected = predict(rgb, tiny_registry / "tiny_dice.json", device="cpu").probability
+    np.testing.assert_allclose(found["probability"].data, expected, atol=1e-6)
+
+
 def test_threshold_updates_layers_without_rerunning(widget, qtbot, slice2d, monkeypatch):
     w, viewer = widget, widget.viewer
     image, truth_layer = _add_scan(viewer, slice2d)
@@ -185,7 +202,7 @@ def test_threshold_updates_layers_without_rerunning(widget, qtbot, slice2d, monk
 def test_compare_three_checkpoints(widget, qtbot, slice2d, tmp_path):
     w, viewer = widget, widget.viewer
     image, truth_layer = _add_scan(viewer, slice2d)
-    w.tabs.setCurrentWidget(w.compare_tab)
+    w.show_page(w.compare_tab)
     assert not w.compare_tab.run_button.isEnabled()  # nothing ticked
     w.compare_tab.checklist.all_box.setChecked(True)
     names = w.compare_tab.checklist.names()
@@ -340,7 +357,7 @@ def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_d
     w, viewer = widget, widget.viewer
     w.refresh_checkpoints()
     _add_scan(viewer, slice2d)
-    w.tabs.setCurrentWidget(w.compare_tab)
+    w.show_page(w.compare_tab)
     w.compare_tab.checklist.set_checked(["broken_bce", "tiny_dice"])
     _click_and_wait(qtbot, w, w.compare_tab.run_button)
     assert "Checkpoint 'broken_bce' could not be run" in w.status.text() and "sha256" in w.status.text()

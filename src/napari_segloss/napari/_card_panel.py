@@ -67,7 +67,7 @@ class CardPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
+        self.figure = Figure(figsize=(4, 2.0), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(170)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -78,13 +78,22 @@ class CardPanel(QWidget):
         layout.addWidget(self.canvas)
         layout.addWidget(self.card_view, 1)
         self.card: ModelCard | None = None
+        self._colors = {"face": "white", "text": "black"}
         self.show_card(None)
+
+    def set_colors(self, face: str, text: str) -> None:
+        """Draw the plot in the viewer theme's colours (``face`` background, ``text`` for labels)."""
+        self._colors = {"face": face, "text": text}
+        self.show_card(self.card)
 
     def show_card(self, card: ModelCard | None) -> None:
         """Plot ``card``'s history and show its card (None: an empty panel)."""
         self.card = card
         self.figure.clear()
+        face, text = self._colors["face"], self._colors["text"]
+        self.figure.set_facecolor(face)
         ax = self.figure.add_subplot()
+        ax.set_facecolor(face)
         if card is None or not card.history:
             ax.text(0.5, 0.5, "no training history" if card else "no checkpoint selected",
                     ha="center", va="center", transform=ax.transAxes, color="gray")
@@ -98,6 +107,11 @@ class CardPanel(QWidget):
             twin.plot(epochs, [float("nan") if v is None else v for v in dice], "s-", color=_DICE_COLOR, ms=3)
             twin.set_ylabel("val Dice", color=_DICE_COLOR)
             twin.set_ylim(0, 1)
-            ax.set_title(card.name, fontsize=9)
+            ax.set_title(card.name, fontsize=9, color=text)
+            for axis in (ax, twin):
+                axis.tick_params(colors=text, labelsize=8)
+                for spine in axis.spines.values():
+                    spine.set_color(text)
+            ax.xaxis.label.set_color(text)
         self.canvas.draw_idle()
         self.card_view.setHtml(card_html(card) if card else "")

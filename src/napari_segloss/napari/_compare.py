@@ -54,8 +54,8 @@ def arrange_grid(viewer: napari.Viewer, groups: Sequence[Sequence[Layer]]) -> li
     size = len(groups[0])
     if any(len(group) != size for group in groups[:-1]) or len(groups[-1]) > size:
         raise ValueError("every grid group but the last must have the same length, the last no more")
-    members = {id(layer) for group in groups for layer in group}
-    hidden = [layer for layer in viewer.layers if id(layer) not in members and layer.visible]
+    members = {id(_unwrap(layer)) for group in groups for layer in group}
+    hidden = [layer for layer in viewer.layers if id(_unwrap(layer)) not in members and layer.visible]
     for layer in hidden:
         layer.visible = False
     for group in reversed(groups):  # the last group ends up lowest, the first at the top
@@ -68,6 +68,11 @@ def arrange_grid(viewer: napari.Viewer, groups: Sequence[Sequence[Layer]]) -> li
         grid.spacing = 6
     grid.enabled = True
     return hidden
+
+
+def _unwrap(layer: Layer) -> Layer:
+    """The layer behind napari's plugin proxy (proxies of one layer are not identical)."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def restore_grid(viewer: napari.Viewer, hidden: Sequence[Layer]) -> None:
@@ -174,9 +179,9 @@ class CompareTab(QWidget):
         bottom.addWidget(self.note, 1)
         bottom.addWidget(self.export_button)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.checklist, 2)
+        layout.addWidget(self.checklist, 1)
         layout.addLayout(row)
-        layout.addWidget(self.table, 3)
+        layout.addWidget(self.table, 1)
         layout.addLayout(bottom)
 
     def set_results(self, results: Sequence[RunResult]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import napari
 import numpy as np
 import torch
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QStandardItemModel
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider, QWidget
@@ -51,6 +51,7 @@ class InputsPanel(QWidget):
         self._fill_devices()
         self.device_label = QLabel(device_note())
         self.device_label.setStyleSheet("color: gray")
+        self.device_label.setWordWrap(True)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, THRESHOLD_STEPS)
         self.slider.setValue(THRESHOLD_STEPS // 2)
@@ -139,7 +140,7 @@ class InputsPanel(QWidget):
         if self.truth() is not None or image is None:
             return
         for layer in layers:
-            if layer._type_string == "labels" and is_truth_candidate(layer) \
+            if isinstance(layer, Labels) and is_truth_candidate(layer) \
                     and tuple(layer.data.shape) == spatial_shape(image):
                 self.truth_picker.select(layer)
                 return

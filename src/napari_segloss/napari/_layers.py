@@ -40,7 +40,8 @@ _TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 CONTOUR_EDGE_COLOR = (240 / 255, 228 / 255, 66 / 255, 1.0)
 #: disagreement region: Okabe-Ito reddish purple
 DISAGREEMENT_COLOR = (204 / 255, 121 / 255, 167 / 255, 1.0)
-AGREEMENT_COLORMAP = "viridis"
+#: perceptual and black at 0, so that additive blending leaves pixels no checkpoint calls untouched
+AGREEMENT_COLORMAP = "magma"
 
 
 def _direct(colors: Mapping[int, tuple[float, ...]]) -> DirectLabelColormap:
@@ -54,7 +55,8 @@ def style(role: str, *, has_truth: bool) -> tuple[str, dict[str, Any]]:
     hidden by default. Prediction: filled Labels (hidden when a difference map shows it).
     Difference: Labels 1 TP / 2 FP / 3 FN in :data:`napari_segloss.overlays.DIFFERENCE_COLORS`.
     Contour: one-pixel outline Labels in :data:`CONTOUR_EDGE_COLOR`.
-    Agreement: Image, fraction 0-1 of checkpoints calling a pixel tumour. Disagreement: Labels.
+    Agreement: Image, fraction 0-1 of checkpoints calling a pixel tumour (hidden outside the
+    grid). Disagreement: the outline (Labels ``contour``) of where the checkpoints differ.
     """
     if role == "probability":
         return "image", {"colormap": HEATMAP_COLORMAP, "blending": "additive", "contrast_limits": (0.0, 1.0),
@@ -70,7 +72,8 @@ def style(role: str, *, has_truth: bool) -> tuple[str, dict[str, Any]]:
         return "image", {"colormap": AGREEMENT_COLORMAP, "blending": "additive", "contrast_limits": (0.0, 1.0),
                          "opacity": 0.7, "visible": False}
     if role == "disagreement":
-        return "labels", {"colormap": _direct({1: DISAGREEMENT_COLOR}), "opacity": 0.6}
+        return "labels", {"colormap": _direct({1: DISAGREEMENT_COLOR}), "opacity": 1.0, "contour": 1,
+                          "visible": False}
     raise ValueError(f"unknown result role {role!r}")
 
 
@@ -169,7 +172,8 @@ def upsert(
     layer = find(viewer, key, checkpoint, role)
     kind, kwargs = style(role, has_truth=has_truth)
     tag = {"source": key, "checkpoint": checkpoint, "role": role, "run": dict(run or {})}
-    if layer is not None and layer._type_string == kind and tuple(layer.data.shape) == tuple(data.shape):
+    cls = Image if kind == "image" else Labels
+    if isinstance(layer, cls) and tuple(layer.data.shape) == tuple(data.shape):
         layer.data = data
         layer.metadata = {**layer.metadata, TAG: tag}
         for attr, value in geometry(source).items():
@@ -177,8 +181,10 @@ def upsert(
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
-    cls = Image if kind == "image" else Labels
+    contour = kwargs.pop("contour", None)  # not a constructor argument of Labels
     layer = cls(data, name=free_name(viewer, name), metadata={TAG: tag}, **geometry(source), **kwargs)
+    if contour is not None:
+        layer.contour = contour
     viewer.layers.append(layer)
     return layer
 

@@ -80,6 +80,7 @@ class MetricsPanel(QWidget):
         self.title = QLabel("Run a checkpoint to see its metrics.")
         self.title.setWordWrap(True)
         self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["metric", "value"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -91,13 +92,14 @@ class MetricsPanel(QWidget):
         self.export_button.setToolTip("Save the metrics, the threshold and what was run as CSV")
         self.export_button.clicked.connect(self._ask_export)
         buttons = QHBoxLayout()
-        buttons.addWidget(difference_legend(), 1)
+        buttons.addStretch(1)
         buttons.addWidget(self.copy_button)
         buttons.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addWidget(self.table, 1)
+        layout.addWidget(difference_legend())
         layout.addLayout(buttons)
         self._result: RunResult | None = None
         self._slice: tuple[str, dict] | None = None
@@ -120,7 +122,8 @@ class MetricsPanel(QWidget):
             self.table.setRowCount(0)
             self._set_enabled(False)
             return
-        self.title.setText(f"<b>{result.checkpoint}</b> ({result.card.loss}) on {result.image_name}, "
+        loss = "" if result.card.loss == result.checkpoint else f" ({result.card.loss})"
+        self.title.setText(f"<b>{result.checkpoint}</b>{loss} on {result.image_name}, "
                            f"threshold {result.derived.threshold:.2f}")
         headers = ["metric", scope] + ([slice_values[0]] if slice_values else [])
         self.table.setColumnCount(len(headers))

@@ -24,14 +24,23 @@ import numpy as np
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_segloss.checkpoints import CheckpointInfo, list_checkpoints
 from napari_segloss.napari import _layers
 from napari_segloss.napari._batch_tab import BatchTab
 from napari_segloss.napari._compare import CompareTab, arrange_grid, restore_grid
 from napari_segloss.napari._inputs import InputsPanel
-from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._results import Derived, RunResult, agreement, derive, disagreement, slice_metrics
 from napari_segloss.napari._run_tab import RunTab
@@ -73,13 +82,10 @@ class LossExplorerWidget(QWidget):
         self.compare_tab = CompareTab()
         self.batch_tab = BatchTab(viewer)
         self.interpret_tab = InterpretTab(viewer, self.inputs)
-        self.interpret_tab = InterpretTab(viewer, self.inputs)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.run_tab, "Run")
-        self.tabs.addTab(self.compare_tab, "Compare")
-        self.tabs.addTab(self.interpret_tab, "Interpret")
-        self.tabs.addTab(self.interpret_tab, "Interpret")
-        self.tabs.addTab(self.batch_tab, "Batch")
+        for page, title in ((self.run_tab, "Run"), (self.compare_tab, "Compare"),
+                            (self.interpret_tab, "Interpret"), (self.batch_tab, "Batch")):
+            self.tabs.addTab(_scrolling(page), title)
         self.progress = QProgressBar()
         self.progress.setRange(0, _PROGRESS_STEPS)
         self.progress.setTextVisible(False)
@@ -104,7 +110,7 @@ class LossExplorerWidget(QWidget):
         self._job: _Job | None = None
         self._cancel = threading.Event()
         self._grid_hidden: list[Layer] | None = None
-        self._threshold_worker: Any = None
+        self._threshold_worker: Any = None  # keeps the running re-threshold worker referenced
         self._threshold_generation = 0
         self._threshold_timer = QTimer(self)
         self._threshold_timer.setSingleShot(True)
@@ -116,7 +122,6 @@ class LossExplorerWidget(QWidget):
         self.run_tab.run_requested.connect(self.run_single)
         self.run_tab.refresh_requested.connect(self.refresh_checkpoints)
         self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
-        self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
         self.run_tab.checkpoint_changed.connect(self._on_inputs_changed)
         self.compare_tab.run_requested.connect(self.run_compare)
         self.compare_tab.checklist.changed.connect(self._validate)
@@ -127,6 +132,8 @@ class LossExplorerWidget(QWidget):
         viewer.dims.events.current_step.connect(self._show_metrics)
         viewer.dims.events.ndisplay.connect(self._show_metrics)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.events.theme.connect(self._apply_theme)
+        self._apply_theme()
         self.refresh_checkpoints()
 
     # ------------------------------------------------------------------ state and messages
@@ -135,7 +142,6 @@ class LossExplorerWidget(QWidget):
         infos = list_checkpoints()
         self.run_tab.set_checkpoints(infos)
         self.compare_tab.checklist.set_checkpoints(infos)
-        self.interpret_tab.set_checkpoints(infos)
         self.interpret_tab.set_checkpoints(infos)
         self._validate()
 
@@ -169,15 +175,30 @@ class LossExplorerWidget(QWidget):
         self.compare_tab.run_button.setEnabled(idle and compare_problem is None)
         self.cancel_button.setEnabled(not idle)
         if idle:
-            current = run_problem if self.tabs.currentWidget() is self.run_tab else compare_problem
+            current = run_problem if self.current_page() is self.run_tab else compare_problem
             if current:
                 self.say(current, "warning")
                 self._input_problem_shown = True
             elif self._input_problem_shown:
                 self.say("Ready.")
 
-    def _on_tab_changed(self, index: int) -> None:
-        self.inputs.setVisible(self.tabs.widget(index) is not self.batch_tab)
+    def _apply_theme(self, *_: object) -> None:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(self.viewer.theme)
+        self.run_tab.card.set_colors(theme.background.as_hex(), theme.text.as_hex())
+
+    def current_page(self) -> QWidget:
+        """The page of the selected tab (run_tab, compare_tab, interpret_tab or batch_tab)."""
+        return self.tabs.currentWidget().widget()
+
+    def show_page(self, page: QWidget) -> None:
+        """Select the tab that holds ``page``."""
+        index = next(i for i in range(self.tabs.count()) if self.tabs.widget(i).widget() is page)
+        self.tabs.setCurrentIndex(index)
+
+    def _on_tab_changed(self, _index: int) -> None:
+        self.inputs.setVisible(self.current_page() is not self.batch_tab)
         self._validate()
 
     def _on_inputs_changed(self, *_: object) -> None:
@@ -350,11 +371,11 @@ class LossExplorerWidget(QWidget):
         from napari.qt.threading import create_worker
 
         threshold = self.inputs.threshold()
+        self._threshold_generation += 1  # also voids a computation in flight for an older threshold
+        generation = self._threshold_generation
         pending = [r for r in self.results.values() if r.derived.threshold != threshold]
         if not pending:
             return
-        self._threshold_generation += 1
-        generation = self._threshold_generation
 
         def compute() -> list[tuple[RunResult, Derived]]:
             return [(r, derive(r.probability, r.truth, r.spacing, threshold)) for r in pending]
@@ -435,10 +456,11 @@ class LossExplorerWidget(QWidget):
     def _on_table_row(self, row: int, _column: int) -> None:
         name = self.compare_tab.table.item(row, 0).text()
         self.run_tab.combo.select(name)
-        self.tabs.setCurrentWidget(self.run_tab)
+        self.show_page(self.run_tab)
 
     def _view(self, source: Image, checkpoint: str, name: str) -> Image:
-        """A view of the source image for one grid viewbox (shares the data; removed with the grid)."""
+        """A view of the source image for one grid viewbox (shares the data; removed with the grid).
+        Its name (the loss) labels the viewbox."""
         view = Image(
             source.data, name=_layers.free_name(self.viewer, name), rgb=source.rgb,
             colormap=source.colormap, contrast_limits=source.contrast_limits, gamma=source.gamma,
@@ -460,11 +482,11 @@ class LossExplorerWidget(QWidget):
         roles = [role for role in _layers.CHECKPOINT_ROLES if all(found[n][role] is not None for n in names)]
         groups = []
         for name in names:
-            view = self._view(source, name, _layers.layer_name(source.name, self.results[(key, name)].card.loss, "image"))
+            view = self._view(source, name, self.results[(key, name)].card.loss)
             groups.append([view, *(found[name][role] for role in roles)])
         shared = [_layers.find(self.viewer, key, _layers.ALL_CHECKPOINTS, role) for role in _layers.COMPARE_ROLES]
         shared = [layer for layer in shared if layer is not None]
-        view = self._view(source, _layers.ALL_CHECKPOINTS, _layers.layer_name(source.name, None, "all checkpoints"))
+        view = self._view(source, _layers.ALL_CHECKPOINTS, f"agreement of {len(names)}")
         for layer in shared:
             layer.visible = True
         groups.append([view, *shared])
@@ -494,6 +516,15 @@ class LossExplorerWidget(QWidget):
         """Stop a running job when the widget closes."""
         self._cancel.set()
         super().closeEvent(event)
+
+
+def _scrolling(page: QWidget) -> QScrollArea:
+    """``page`` in a frameless scroll area, so one wide tab does not widen the whole dock."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(page)
+    return area
 
 
 def _show_name(layer: Layer) -> None:
