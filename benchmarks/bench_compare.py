@@ -195,14 +195,23 @@ def _stage_medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench_throughput(samples: list[Any], seed_model: torch.nn.Module, loaded: Any, device: torch.device, repeat: int) -> dict[str, float]:
-    """Images/s at 256² in: seed one by one; engine one by one and in batches of 16."""
+    """Images/s at 256² in: seed one by one; engine one by one and in batches of 16. The three are
+    timed in turn, ``repeat`` rounds after a warm-up round, so load changes hit them alike."""
     images = [s.image for s in samples]
     card = str(loaded.info.path)
-    seed_s = _median(lambda: [seed.predict(seed_model, im) for im in images], max(1, repeat // 2))
-    one_s = _median(lambda: [predict(im, loaded, device=device) for im in images], max(1, repeat // 2))
-    batch_s = _median(lambda: [predict_many(images[i : i + 16], card, str(device)) for i in range(0, len(images), 16)], max(1, repeat // 2))
-    n = len(images)
-    return {"seed": n / seed_s, "engine": n / one_s, "engine_batched": n / batch_s}
+    paths = {
+        "seed": lambda: [seed.predict(seed_model, im) for im in images],
+        "engine": lambda: [predict(im, loaded, device=device) for im in images],
+        "engine_batched": lambda: [predict_many(images[i : i + 16], card, str(device)) for i in range(0, len(images), 16)],
+    }
+    seconds: dict[str, list[float]] = {key: [] for key in paths}
+    for round_ in range(repeat + 1):
+        for key, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # round 0 warms up
+                seconds[key].append(time.perf_counter() - start)
+    return {key: len(images) / statistics.median(values) for key, values in seconds.items()}
 
 
 def bench_e2e(sample: Any, seed_model: torch.nn.Module, loaded: Any, device: torch.device, repeat: int) -> dict[str, Any]:
