@@ -100,16 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     widget.run_single()
     wait_for(widget)
     truth.visible = False
-    viewer.layers.selection.active = image
-    focus_on_truth(viewer, truth, magnify=2.0)
+    focus_on_truth(viewer, truth, magnify=1.4)
     settle(1.0)
     viewer.screenshot(str(args.out / "widget_single.png"), canvas_only=False, flash=False)
 
-    widget.tabs.setCurrentWidget(widget.compare_tab)
+    widget.show_page(widget.compare_tab)
     widget.compare_tab.checklist.set_checked(wanted)
     widget.run_compare()
     wait_for(widget)
-    focus_on_truth(viewer, truth, magnify=1.2)
+    focus_on_truth(viewer, truth, magnify=1.1)
     settle(1.0)
     viewer.screenshot(str(args.out / "widget_compare.png"), canvas_only=False, flash=False)
     print(f"saved {args.out / 'widget_single.png'} and {args.out / 'widget_compare.png'}")

@@ -110,6 +110,7 @@ class ComparisonTable(QTableWidget):
         self.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.verticalHeader().setVisible(False)
         self.setSortingEnabled(True)
+        self.sortItems(len(self.FIXED) + METRIC_KEYS.index("dice"), Qt.SortOrder.DescendingOrder)  # best first
         self.results: list[RunResult] = []
 
     def set_results(self, results: Sequence[RunResult]) -> None:

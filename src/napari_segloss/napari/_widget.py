@@ -304,6 +304,8 @@ class LossExplorerWidget(QWidget):
             self.compare_tab.set_results(job.results)
             if self.compare_tab.grid_box.isChecked() and not outcome.cancelled:
                 self._enter_grid(job.source)
+        if job.results and job.source in self.viewer.layers:
+            self.viewer.layers.selection.active = job.source  # keep paint tools off the result layers
         summary = f"{outcome.finished} of {len(job.infos)} checkpoint(s) finished"
         if outcome.cancelled:
             self.say(f"Cancelled: {summary}.", "warning", notify=True)
