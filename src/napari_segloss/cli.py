@@ -47,7 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"--loss-args is not valid JSON: {exc}") from None
     if not isinstance(loss_args, dict):
         raise CLIError("--loss-args must be a JSON object, e.g. '{\"gamma\": 2}'")
-    recipe = Recipe(epochs=args.epochs, patch=args.patch, batch=args.batch, seed=args.seed)
+    chosen = {k: getattr(args, k) for k in ("epochs", "patch", "batch", "seed") if getattr(args, k) is not None}
+    recipe = Recipe(**chosen)
     try:
         result = train(args.loss, out=args.out, loss_args=loss_args, data=args.data, recipe=recipe,
                        device=args.device, name=args.name, resume=args.resume)
@@ -148,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--loss-args", metavar="JSON", help="loss hyper-parameters as a JSON object")
     tr.add_argument("--data", required=True, metavar="DIR|synthetic",
                     help="'synthetic' or a folder of x.png + x_mask.png pairs (or images/ + masks/)")
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--patch", type=int, default=128, help="network input size in pixels")
-    tr.add_argument("--batch", type=int, default=16)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, help="passes over the training slices (default: the bundled recipe's)")
+    tr.add_argument("--patch", type=int, help="training crop size in pixels, a multiple of 32 (default: the recipe's)")
+    tr.add_argument("--batch", type=int, help="slices per step (default: the recipe's)")
+    tr.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation (default 0)")
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     tr.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.safetensors + <name>.json")
     tr.add_argument("--name", help="checkpoint name (default: the loss name)")

@@ -1,13 +1,14 @@
 """Training data: the pre-rendered synthetic splits, folders of image/mask pairs, augmentation.
 
-Every loss trains on the same arrays: the synthetic slices are rendered once (256x256, then
-downsampled by ``factor`` with 2x2 block means, so the pixel spacing in mm doubles) into a
-cache file ``.cache/synthetic_<hash>.npz`` whose hash covers the generator's source code and
-every rendering parameter. Images are normalised with the checkpoint card's ``normalization``
-spec (:func:`napari_segloss.preprocess.normalize`) per slice, exactly as at inference.
+Every loss trains on the same arrays: the synthetic slices are rendered once (``size x size``,
+optionally block-averaged down by an integer ``factor``, which multiplies the pixel spacing in mm
+by ``factor``) into a cache file ``.cache/synthetic_<hash>.npz`` whose hash covers the
+generator's files and every rendering parameter. Images are normalised with the checkpoint
+card's ``normalization`` spec (:func:`napari_segloss.preprocess.normalize`) per slice, exactly as
+at inference.
 
-Augmentation (:class:`Augment`) is one recipe for every loss and is driven only by the numpy
-generator it is given, so a run is deterministic on CPU given its seed.
+Augmentation (:class:`Augment`, random crop included) is one recipe for every loss and is driven
+only by the numpy generator it is given, so a run is deterministic on CPU given its seed.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def synthetic_splits(
     n_test: int = 200,
     *,
     size: int = 256,
-    factor: int = 2,
+    factor: int = 1,
     n_volumes: int = 4,
     volume_shape: tuple[int, int, int] = (48, 256, 256),
     base_seed: int = 0,
@@ -187,8 +188,8 @@ def synthetic_splits(
         n_train, n_val, n_test: numbers of 2-D slices per split (seeds from
             :func:`napari_segloss.data.synthetic.split_seeds`, disjoint per split).
         size: rendering size (``size x size`` pixels) before downsampling.
-        factor: integer downsampling factor; the network sees ``size // factor`` pixels and a
-            pixel spacing ``factor`` times the generator's (mm).
+        factor: integer downsampling factor (1 = none); the slices have ``size // factor``
+            pixels and a pixel spacing ``factor`` times the generator's (mm).
         n_volumes: number of whole test volumes (seeds after the test slices' seeds).
         volume_shape: ``(D, H, W)`` rendering shape of each test volume (downsampled in-plane).
         base_seed: passed to ``split_seeds``.
@@ -320,17 +321,20 @@ def folder_splits(
 
 @dataclass(frozen=True)
 class Augment:
-    """The one augmentation recipe shared by every loss (2-D slices).
+    """The one augmentation recipe shared by every loss (2-D slices), cropping included.
 
-    Geometric: left-right flip with probability ``flip_p`` (brain anatomy is near-symmetric;
-    up-down flips would create impossible anatomy), rotation uniform in
-    ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the image centre
-    (bilinear image, mask resampled bilinearly and thresholded at 0.5, zero padding).
+    Crop: a ``patch x patch`` window; with probability ``fg_crop`` (and a non-empty mask) it is
+    centred on a random tumour pixel (nnU-Net's foreground oversampling), otherwise on a uniform
+    random position that keeps the window inside the image. Geometric: rotation uniform in
+    ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the window centre
+    (one bilinear resampling straight into the window; mask resampled bilinearly and thresholded
+    at 0.5; zero outside the image), then a left-right flip with probability ``flip_p`` (brain
+    anatomy is near-symmetric; up-down flips would create impossible anatomy).
     Intensity: gamma uniform in ``gamma``, then ``a * x + b`` with ``a`` in ``contrast`` and
-    ``b`` in ``+-brightness``, then Gaussian noise of standard deviation uniform in
-    ``[0, noise]``.
+    ``b`` in ``+-brightness``, then Gaussian noise of standard deviation uniform in ``[0, noise]``.
     """
 
+    fg_crop: float = 0.33
     flip_p: float = 0.5
     rotate_deg: float = 10.0
     scale: tuple[float, float] = (0.9, 1.1)
@@ -339,22 +343,34 @@ class Augment:
     brightness: float = 0.05
     noise: float = 0.02
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one ``(H, W)`` float image and its bool mask; returns new arrays."""
+    def _centre(self, mask: np.ndarray, patch: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < self.fg_crop and mask.any():
+            fg = np.argwhere(mask)
+            return fg[rng.integers(len(fg))].astype(np.float64)
+        low = (np.asarray(patch) - 1) / 2.0
+        high = np.asarray(mask.shape) - 1 - low
+        return np.array([rng.uniform(lo, max(lo, hi)) for lo, hi in zip(low, high)])
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                 patch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one ``(H, W)`` float image and its bool mask into a ``(patch, patch)`` window
+        (the whole image when ``patch`` is None or not smaller); returns new arrays."""
+        shape = tuple(image.shape) if patch is None else tuple(min(patch, n) for n in image.shape)
+        centre = self._centre(mask, shape, rng)
         flip = rng.random() < self.flip_p
         angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
         zoom = rng.uniform(*self.scale)
         gamma = rng.uniform(*self.gamma)
         a, b = rng.uniform(*self.contrast), rng.uniform(-self.brightness, self.brightness)
         sigma = rng.uniform(0.0, self.noise)
-        noise = rng.standard_normal(image.shape).astype(np.float32)
+        noise = rng.standard_normal(shape).astype(np.float32)
 
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         matrix = np.array([[cos, -sin], [sin, cos]])
-        centre = (np.asarray(image.shape) - 1) / 2.0
-        offset = centre - matrix @ centre
-        img = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
-        msk = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, order=1, mode="constant") >= 0.5
+        offset = centre - matrix @ ((np.asarray(shape) - 1) / 2.0)
+        img = ndimage.affine_transform(image, matrix, offset, output_shape=shape, order=1, mode="constant")
+        msk = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, output_shape=shape,
+                                       order=1, mode="constant") >= 0.5
         if flip:
             img, msk = img[:, ::-1], msk[:, ::-1]
         img = np.clip(img, 0.0, None) ** gamma * a + b + sigma * noise

@@ -28,6 +28,8 @@ from napari_segloss.metrics import compute
 SCORES = {"dice": "dice", "iou": "iou", "sensitivity": "recall", "specificity": "specificity",
           "precision": "precision", "hd95": "hd95"}
 N_BOOT = 2000
+#: tumour test slices whose Dice the card lists one by one (to re-check a released checkpoint)
+N_REFERENCE = 8
 THRESHOLD = 0.5
 
 
@@ -169,6 +171,8 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
             row["name"] = name
         metrics.update(aggregate(rows["slices"], seed=seed))
         metrics["size_thresholds_mm2"] = thresholds
+        metrics["reference_slices"] = [{"name": r["name"], "dice": r["dice"]}
+                                       for r in rows["slices"] if r["tumour"]][:N_REFERENCE]
     vols = splits.volumes
     if vols is not None and len(vols):
         for image, truth, spacing, kind, name in zip(vols.images, vols.masks, vols.spacing, vols.kinds, vols.names):

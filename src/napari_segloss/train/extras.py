@@ -24,27 +24,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-
-def signed_distance(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Signed Euclidean distance to the mask boundary in mm (negative inside, positive outside).
-
-    Kervadec et al.'s level-set convention; ``(H, W)`` or ``(D, H, W)`` bool in, float32 out.
-    An empty or full mask has no boundary and gives a zero map.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any() or mask.all():
-        return np.zeros(mask.shape, dtype=np.float32)
-    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
-    return (outside - inside).astype(np.float32)
+from napari_segloss.losses.pixel import signed_distance_map
 
 
 #: target-only maps the data loader computes, keyed by the loss keyword argument that takes them;
-#: each builder maps ``(mask (H, W) bool, spacing (mm,) )`` to a float32 ``(H, W)`` array.
+#: each builder maps ``(mask (H, W) bool, spacing (mm per axis))`` to a float32 ``(H, W)`` array
+#: (``target_dist``: signed distance in mm, negative inside -- the catalogue's convention).
 PRECOMPUTED: dict[str, Callable[[np.ndarray, Sequence[float]], np.ndarray]] = {
-    "target_dist": signed_distance,
+    "target_dist": signed_distance_map,
 }
 
 _RESERVED = {"self", "logits", "target"}

@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,10 @@ class Recipe:
     Attributes:
         epochs: passes over the training slices.
         batch: slices per optimiser step (per process under DDP).
-        patch: network input size in pixels (square); synthetic slices are rendered at
-            ``render_size`` and block-averaged down to it.
+        patch: training crop size in pixels (square, a multiple of 32); validation and test
+            run on whole slices, as inference does.
+        downsample: integer factor by which the synthetic slices rendered at ``render_size``
+            are block-averaged down (1 = train at the generator's native resolution).
         lr: peak learning rate of the one-cycle schedule (AdamW) for the network.
         loss_lr: peak learning rate of learnable loss parameters (no weight decay).
         weight_decay: AdamW weight decay of the network.
@@ -53,25 +55,26 @@ class Recipe:
         seed: seed of weight initialisation, batch order and augmentation.
         n_train, n_val, n_test, n_volumes: synthetic split sizes (slices; test volumes).
         render_size: synthetic rendering size before downsampling.
-        threads: torch CPU threads.
+        threads: torch CPU threads (0 = torch's default, all cores).
         augment: the augmentation parameters.
     """
 
     epochs: int = 10
-    batch: int = 16
-    patch: int = 128
-    lr: float = 3e-3
+    batch: int = 8
+    patch: int = 192
+    downsample: int = 1
+    lr: float = 1e-2
     loss_lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
-    n_train: int = 960
+    n_train: int = 480
     n_val: int = 64
     n_test: int = 200
     n_volumes: int = 4
     render_size: int = 256
-    threads: int = 2
+    threads: int = 0
     augment: Augment = field(default_factory=Augment)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +84,13 @@ class Recipe:
         out["optimizer"] = "AdamW"
         out["schedule"] = "OneCycleLR (cosine annealing)"
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """The recipe recorded in a card (keys that are not fields, e.g. ``optimizer``, are ignored)."""
+        names = {f.name for f in fields(cls)} - {"augment"}
+        aug = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data.get("augment", {})).items()}
+        return cls(**{k: v for k, v in data.items() if k in names}, augment=Augment(**aug))
 
 
 @dataclass
@@ -97,11 +107,15 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
     """``"synthetic"`` -> the cached synthetic splits; otherwise a folder of image/mask pairs."""
     from napari_segloss.train.data import folder_splits, synthetic_splits
 
+    from napari_segloss.models import SIZE_MULTIPLE
+
+    if recipe.patch % SIZE_MULTIPLE:
+        raise ValueError(f"patch {recipe.patch} must be a multiple of {SIZE_MULTIPLE}")
     if str(data) == "synthetic":
-        if recipe.render_size % recipe.patch:
-            raise ValueError(f"render_size {recipe.render_size} is not a multiple of patch {recipe.patch}")
+        if (recipe.render_size // recipe.downsample) % SIZE_MULTIPLE:
+            raise ValueError(f"render_size / downsample must be a multiple of {SIZE_MULTIPLE}")
         return synthetic_splits(recipe.n_train, recipe.n_val, recipe.n_test, size=recipe.render_size,
-                                factor=recipe.render_size // recipe.patch, n_volumes=recipe.n_volumes,
+                                factor=recipe.downsample, n_volumes=recipe.n_volumes,
                                 normalization=normalization)
     return folder_splits(data, patch=recipe.patch, seed=recipe.seed, normalization=normalization)
 
@@ -139,16 +153,17 @@ def _device(device: str) -> torch.device:
     return dev
 
 
-def _batch(split: Any, idx: np.ndarray, rng: np.random.Generator, augment: Augment, extras: Extras,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
-    """Augmented batch ``(x, y)`` ``(B, 1, H, W)``, precomputed maps, and spacing ``(B, 2)`` mm."""
+def _batch(split: Any, idx: np.ndarray, rng: np.random.Generator, augment: Augment, patch: int,
+           extras: Extras, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+    """Augmented ``patch``-sized batch ``(x, y)`` ``(B, 1, patch, patch)``, precomputed maps, and
+    spacing ``(B, 2)`` mm."""
     images, masks, maps = [], [], []
     for i in idx:
-        img, msk = augment(split.images[i], split.masks[i], rng)
+        img, msk = augment(split.images[i], split.masks[i], rng, patch)
         images.append(img)
         masks.append(msk)
         maps.append(extras.sample_maps(msk, split.spacing[i]))
-    x = torch.from_numpy(np.stack(images))[:, None].to(device)
+    x = torch.from_numpy(np.stack(images))[:, None].to(device, memory_format=torch.channels_last)
     y = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None].to(device)
     batched = {k: torch.from_numpy(np.stack([m[k] for m in maps]))[:, None].to(device) for k in extras.maps}
     return x, y, batched, split.spacing[idx]
@@ -184,6 +199,7 @@ def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extr
           architecture: Mapping[str, Any], recipe: Recipe, splits: Splits, normalization: Mapping[str, Any],
           history: list[dict[str, Any]], test_metrics: Mapping[str, Any], world: int) -> dict[str, Any]:
     from napari_segloss import __version__
+    from napari_segloss.checkpoints import SCHEMA_VERSION
     from napari_segloss.losses import info
 
     meta = info(loss_name)
@@ -196,14 +212,14 @@ def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extr
         notes.append(f"Collapsed under the shared recipe: test Dice {dice:.3f} (finding, not hidden).")
     recipe_dict = {**recipe.to_dict(), "world_size": world, "extras": extras.describe()}
     return _jsonable({
-        "name": name, "loss": loss_name, "family": meta.family,
+        "schema_version": SCHEMA_VERSION, "name": name, "loss": loss_name, "family": meta.family,
         "loss_hparams": dict(hparams), "loss_state": loss.state(),
         "architecture": dict(architecture), "input_channels": int(architecture.get("in_channels", 1)),
         "normalization": dict(normalization), "patch_size": [recipe.patch, recipe.patch],
         "pixel_spacing_mm": spacing, "recipe": recipe_dict, "data": dict(splits.description),
         "history": history, "test_metrics": dict(test_metrics), "notes": " ".join(notes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "project_version": __version__,
+        "project_version": __version__, "weights_sha256": "",
     })
 
 
@@ -255,13 +271,14 @@ def train(
     hparams = {**info(loss_name).defaults, **(loss_args or {})}
     normalization = dict(DEFAULT_NORMALIZATION)
     out = Path(out)
-    torch.set_num_threads(recipe.threads)
+    if recipe.threads > 0:
+        torch.set_num_threads(recipe.threads)
     dev = _device(device)
     rank, world = _distributed(dev)
 
     splits = load_splits(data, recipe, normalization)
     torch.manual_seed(recipe.seed)
-    model = build_model(architecture).to(dev)
+    model = build_model(architecture).to(dev, memory_format=torch.channels_last)
     criterion = build(loss_name, **(loss_args or {})).to(dev)
     extras = Extras(criterion, info(loss_name).needs)
     extras.fit(list(splits.train.masks))
@@ -304,7 +321,7 @@ def train(
         net.train()
         total, count = 0.0, 0
         for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
-            x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, extras, dev)
+            x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, recipe.patch, extras, dev)
             logits, features = extras.forward(net, x)
             kwargs = extras.call_kwargs(maps=maps, features=features, model=model,
                                         spacing=np.median(spacing, axis=0), epoch=epoch)

@@ -1,0 +1,196 @@
+"""``docs/results.md`` and its figures, generated from the bundled checkpoints' cards.
+
+The table (sorted by test Dice) comes from the cards; the paired comparison against the plain
+Dice checkpoint needs per-image scores, so every checkpoint is re-run on the fixed test set
+(:func:`per_image_scores`) -- the same numbers :mod:`~napari_segloss.train.evaluate` recorded.
+Figures (matplotlib, Agg): loss/Dice curves of every checkpoint, and a grid of the same test
+slices predicted by every checkpoint (TP/FP/FN colours of :mod:`napari_segloss.overlays`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_segloss.train.evaluate import THRESHOLD, paired_difference, predict_slices
+
+#: the reference checkpoint of the paired comparison
+REFERENCE = "dice"
+
+
+def per_image_scores(model: Any, splits: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per-slice and per-volume rows of one model on ``splits`` (see ``evaluate.evaluate``)."""
+    from napari_segloss.train.evaluate import evaluate
+
+    return evaluate(model, splits)[1]
+
+
+def paired_vs_reference(rows: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+                        reference: str = REFERENCE) -> dict[str, dict[str, Any]]:
+    """Per checkpoint: Dice difference to ``reference`` on tumour slices and on volumes, and the
+    difference in the share of tumour-free slices with a false alarm (paired bootstraps)."""
+    if reference not in rows:
+        return {}
+    ref = rows[reference]
+    out = {}
+    for name, r in rows.items():
+        entry: dict[str, Any] = {}
+        for level in ("slices", "volumes"):
+            pairs = [(a["dice"], b["dice"]) for a, b in zip(r[level], ref[level]) if a["tumour"]]
+            if pairs:
+                a, b = zip(*pairs)
+                entry[f"dice_{level}"] = paired_difference(a, b)
+        alarms = [(a["pred_size"] > 0, b["pred_size"] > 0) for a, b in zip(r["slices"], ref["slices"])
+                  if not a["tumour"]]
+        if alarms:
+            a, b = zip(*alarms)
+            entry["false_alarm_rate"] = paired_difference(np.array(a, float), np.array(b, float))
+        out[name] = entry
+    return out
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _ci(ci: Sequence[Any] | None, digits: int = 3) -> str:
+    if not ci or any(v is None for v in ci):
+        return ""
+    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _diff(entry: Mapping[str, Any] | None) -> str:
+    if not entry or entry.get("diff") is None:
+        return "n/a"
+    lo, hi = entry["ci95"]
+    mark = "" if lo is None or lo <= 0 <= hi else " *"
+    return f"{entry['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
+
+
+def table(cards: Sequence[Mapping[str, Any]], paired: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of every checkpoint, sorted by test Dice (best first)."""
+    def dice(card: Mapping[str, Any]) -> float:
+        value = card["test_metrics"].get("dice")
+        return value if isinstance(value, float) else -1.0
+
+    head = ("| # | loss | family | test Dice [95% CI] | IoU | sens. | prec. | spec. | HD95 mm | "
+            "false alarms | 3D Dice | ΔDice vs dice (2D) | ΔDice vs dice (3D) | train s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for rank, card in enumerate(sorted(cards, key=dice, reverse=True), 1):
+        m = card["test_metrics"]
+        p = paired.get(card["name"], {})
+        vol = m.get("volumes", {})
+        seconds = sum(h.get("seconds") or 0.0 for h in card["history"])
+        lines.append(
+            f"| {rank} | {card['name']} | {card['family']} | {_fmt(m.get('dice'))}{_ci(m.get('ci95', {}).get('dice'))} | "
+            f"{_fmt(m.get('iou'))} | {_fmt(m.get('sensitivity'))} | {_fmt(m.get('precision'))} | "
+            f"{_fmt(m.get('specificity'), 4)} | {_fmt(m.get('hd95'), 1)} | "
+            f"{m.get('empty_slice_false_positives', 'n/a')}/{m.get('n_tumour_free', 'n/a')} | "
+            f"{_fmt(vol.get('dice'))} | {_diff(p.get('dice_slices'))} | {_diff(p.get('dice_volumes'))} | "
+            f"{seconds:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def breakdown_table(cards: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of mean test Dice per tumour kind and size class, per checkpoint."""
+    groups: list[tuple[str, str]] = []
+    for card in cards:
+        for field, values in card["test_metrics"].get("breakdown", {}).items():
+            groups += [(field, g) for g in values if (field, g) not in groups]
+    order = {"small": 0, "medium": 1, "large": 2}
+    groups.sort(key=lambda fg: (fg[0], order.get(fg[1], -1), fg[1]))
+    head = "| loss | " + " | ".join(g for _, g in groups) + " |\n|---|" + "---|" * len(groups) + "\n"
+    rows = []
+    for card in sorted(cards, key=lambda c: c["name"]):
+        b = card["test_metrics"].get("breakdown", {})
+        cells = [_fmt(b.get(f, {}).get(g, {}).get("mean")) for f, g in groups]
+        rows.append(f"| {card['name']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def curves_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Training loss (normalised to its first epoch) and validation Dice per epoch, every card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"pixel": "tab:blue", "region": "tab:orange", "boundary": "tab:green", "compound": "tab:purple"}
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for card in cards:
+        epochs = [h["epoch"] + 1 for h in card["history"]]
+        loss = np.array([h.get("train_loss") or np.nan for h in card["history"]], dtype=float)
+        dice = [h.get("val_dice") for h in card["history"]]
+        c = colours.get(card["family"], "grey")
+        if loss.size and loss[0]:
+            ax_loss.plot(epochs, loss / abs(loss[0]), color=c, alpha=0.6, lw=1)
+        ax_dice.plot(epochs, [np.nan if d is None else d for d in dice], color=c, alpha=0.6, lw=1)
+    ax_loss.set(xlabel="epoch", ylabel="training loss / first-epoch loss", title="Training loss (relative)")
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice", title="Validation Dice", ylim=(0, 1))
+    for family, c in colours.items():
+        ax_dice.plot([], [], color=c, label=family)
+    ax_dice.legend(loc="lower right")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pick_grid_slices(test: Any, n: int = 5) -> list[int]:
+    """Indices of ``n`` test slices: one tumour slice per kind and size spread, plus one tumour-free."""
+    areas = test.masks.sum(axis=(1, 2))
+    tumour = np.flatnonzero(areas > 0)
+    picks: list[int] = []
+    for kind in sorted({test.kinds[i] for i in tumour}):
+        of_kind = [i for i in tumour if test.kinds[i] == kind]
+        picks.append(int(sorted(of_kind, key=lambda i: areas[i])[len(of_kind) // 2]))
+    rest = [i for i in tumour[np.argsort(areas[tumour])] if i not in picks]
+    while len(picks) < n - 1 and rest:
+        picks.append(int(rest.pop(0 if len(picks) % 2 else -1)))
+    empty = np.flatnonzero(areas == 0)
+    if empty.size:
+        picks.append(int(empty[0]))
+    return picks[:n]
+
+
+def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: str | Path,
+                indices: Sequence[int] | None = None) -> Path:
+    """Rows: ground truth then every checkpoint (in the given order); columns: the same test
+    slices. Each panel shows the slice with TP/FP/FN colours (:func:`overlays.render_difference`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from napari_segloss.overlays import DIFFERENCE_COLORS, DIFFERENCE_NAMES, difference_map, render_difference
+
+    idx = list(indices if indices is not None else pick_grid_slices(test))
+    images, truths = test.images[idx], test.masks[idx]
+    rows = [("ground truth", truths)] + [
+        (name, predict_slices(model, images) >= THRESHOLD) for name, model in zip(names, models)
+    ]
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.5 * len(idx) + 1.2, 1.5 * len(rows)),
+                             squeeze=False, constrained_layout=True)
+    for r, (label, preds) in enumerate(rows):
+        for c, i in enumerate(idx):
+            ax = axes[r][c]
+            ax.imshow(render_difference(images[c], difference_map(preds[c], truths[c])))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0:
+                ax.set_title(f"{test.names[i]}\n{test.kinds[i]}", fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=DIFFERENCE_COLORS[k]) for k in (1, 2, 3)]
+    fig.legend(handles, [DIFFERENCE_NAMES[k] for k in (1, 2, 3)], loc="outside upper center", ncol=3, fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
