@@ -1,9 +1,11 @@
 """Train every loss of the catalogue with the one shared recipe into ``weights/``.
 
-Usage: ``python scripts/make_weights.py [--out weights] [--only NAME ...] [--force]``
+Usage: ``python scripts/make_weights.py [--out weights] [--only NAME ...] [--force] [--threads N]``
 (``make weights`` runs it with the defaults). A loss whose checkpoint (``<name>.json`` and
-``<name>.safetensors``) already exists is skipped, and an interrupted loss resumes from its
-``<name>.resume.pt`` state, so re-running the script continues where it stopped. At the end it
+``<name>.safetensors``) already exists with the same recipe is skipped (a card with another
+recipe is retrained, so the set never mixes recipes), and an interrupted loss resumes from its
+``<name>.resume.pt`` state, so re-running the script continues where it stopped. Several
+processes may split the losses between them with ``--only``. At the end it
 prints the wall-clock and CPU time of this run (all threads) and a one-line summary per loss.
 A loss that fails (diverges to NaN, raises) is reported and the script goes on with the next.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -25,6 +28,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from napari_segloss.losses import available  # noqa: E402
 from napari_segloss.paths import weights_dir  # noqa: E402
 from napari_segloss.train.loop import Recipe, train  # noqa: E402
+
+
+#: recipe entries that do not change the trained weights' meaning (speed, bookkeeping)
+_NOT_RECIPE = {"threads", "world_size", "extras"}
+
+
+def same_recipe(card_path: Path, recipe: Recipe) -> bool:
+    """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`)."""
+    recorded = json.loads(card_path.read_text()).get("recipe", {})
+    current = recipe.to_dict()
+    return all(recorded.get(k) == v for k, v in current.items() if k not in _NOT_RECIPE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     failed: list[str] = []
     for i, name in enumerate(names, 1):
-        done = (args.out / f"{name}.json").exists() and (args.out / f"{name}.safetensors").exists()
-        if done and not args.force:
-            print(f"[{i}/{len(names)}] {name}: checkpoint exists, skipped", flush=True)
-            continue
+        card = args.out / f"{name}.json"
+        if card.exists() and (args.out / f"{name}.safetensors").exists() and not args.force:
+            if same_recipe(card, recipe):
+                print(f"[{i}/{len(names)}] {name}: checkpoint exists, skipped", flush=True)
+                continue
+            print(f"[{i}/{len(names)}] {name}: checkpoint has another recipe, retraining", flush=True)
         tic, ctic = time.perf_counter(), time.process_time()
         try:
             result = train(name, out=args.out, recipe=recipe, device=args.device, resume=not args.force,

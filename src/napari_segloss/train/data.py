@@ -269,20 +269,19 @@ def _as_slices(scan: Any) -> tuple[np.ndarray, tuple[float, float]]:
     return data, (float(scan.spacing[-2]), float(scan.spacing[-1]))
 
 
-def _resize(image: np.ndarray, shape: tuple[int, int], *, order: int) -> np.ndarray:
-    zoom = (shape[0] / image.shape[0], shape[1] / image.shape[1])
-    if zoom == (1.0, 1.0):
+def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize to ``shape`` (Gaussian anti-aliasing when shrinking), float32."""
+    from skimage.transform import resize
+
+    if tuple(image.shape) == tuple(shape):
         return image.astype(np.float32)
-    if order > 0 and min(zoom) < 1.0:  # anti-alias before shrinking
-        image = ndimage.gaussian_filter(image, [max(0.0, (1 / z - 1) / 2) for z in zoom])
-    out = ndimage.zoom(image.astype(np.float32), zoom, order=order, grid_mode=True, mode="grid-constant")
-    return out[: shape[0], : shape[1]]
+    return resize(image.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
 def folder_splits(
     folder: str | Path,
     *,
-    patch: int = 128,
+    size: int | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
     normalization: Mapping[str, Any] | None = None,
@@ -290,32 +289,40 @@ def folder_splits(
     """Train/val splits from a folder of image/mask pairs (PNG, TIFF or DICOM).
 
     Each image is read with :func:`napari_segloss.io.read_scans`, made grey, split into 2-D
-    slices if it is a volume, normalised, and resized to ``patch x patch`` (the spacing is
-    rescaled accordingly). A mask is foreground where it is non-zero. A seeded permutation
-    puts ``val_fraction`` of the slices (at least one) into validation; there is no test split.
+    slices if it is a volume and normalised. Slices keep their resolution (inference runs at
+    the input's resolution too) unless their shapes differ: then every slice is resized to the
+    most common shape, or to ``size x size`` when ``size`` is given (spacing rescaled). A mask is
+    foreground where it is non-zero. A seeded permutation puts ``val_fraction`` of the slices (at
+    least one) into validation; there is no test split.
     """
+    from collections import Counter
+
     from napari_segloss.io import read_scans
 
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
-    images, masks, spacing, kinds, names = [], [], [], [], []
+    slices: list[tuple[np.ndarray, np.ndarray, tuple[float, float], str]] = []
     for image_path, mask_path in _pair_files(Path(folder)):
         img, sp = _as_slices(read_scans(image_path)[0])
         msk, _ = _as_slices(read_scans(mask_path)[0])
         if img.shape != msk.shape:
             raise ValueError(f"{mask_path}: mask shape {msk.shape} != image shape {img.shape}")
         for i, (im, mk) in enumerate(zip(img, msk)):
-            scale = (im.shape[0] / patch, im.shape[1] / patch)
-            images.append(_resize(normalize(im, norm), (patch, patch), order=1))
-            masks.append(_resize((mk > 0).astype(np.float32), (patch, patch), order=1) >= 0.5)
-            spacing.append([sp[0] * scale[0], sp[1] * scale[1]])
-            kinds.append("unknown" if masks[-1].any() else NO_TUMOUR)
-            names.append(image_path.stem if len(img) == 1 else f"{image_path.stem}_{i}")
+            slices.append((normalize(im, norm), mk > 0, sp, image_path.stem if len(img) == 1 else f"{image_path.stem}_{i}"))
+    target = (size, size) if size else Counter(im.shape for im, *_ in slices).most_common(1)[0][0]
+    images, masks, spacing, kinds, names = [], [], [], [], []
+    for im, mk, sp, name in slices:
+        scale = (im.shape[0] / target[0], im.shape[1] / target[1])
+        images.append(_resize(im, target))
+        masks.append(_resize(mk.astype(np.float32), target) >= 0.5)
+        spacing.append([sp[0] * scale[0], sp[1] * scale[1]])
+        kinds.append("unknown" if masks[-1].any() else NO_TUMOUR)
+        names.append(name)
     full = SliceSet(np.stack(images), np.stack(masks), np.asarray(spacing), kinds, names)
     order = np.random.default_rng(seed).permutation(len(full))
     n_val = max(1, int(round(val_fraction * len(full)))) if len(full) > 1 else 0
     train, val = full.subset(order[n_val:]), full.subset(order[:n_val] if n_val else order)
     description = {"source": "folder", "path": str(Path(folder).resolve()), "n_train": len(train),
-                   "n_val": len(val), "patch": patch, "val_fraction": val_fraction, "normalization": norm}
+                   "n_val": len(val), "shape": list(target), "val_fraction": val_fraction, "normalization": norm}
     return Splits(train, val, None, None, description)
 
 
@@ -349,13 +356,14 @@ class Augment:
             return fg[rng.integers(len(fg))].astype(np.float64)
         low = (np.asarray(patch) - 1) / 2.0
         high = np.asarray(mask.shape) - 1 - low
-        return np.array([rng.uniform(lo, max(lo, hi)) for lo, hi in zip(low, high)])
+        return np.array([rng.uniform(lo, hi) if hi > lo else (n - 1) / 2.0
+                         for lo, hi, n in zip(low, high, mask.shape)])
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                  patch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Augment one ``(H, W)`` float image and its bool mask into a ``(patch, patch)`` window
-        (the whole image when ``patch`` is None or not smaller); returns new arrays."""
-        shape = tuple(image.shape) if patch is None else tuple(min(patch, n) for n in image.shape)
+        (zero-padded where it leaves the image; the whole image when ``patch`` is None)."""
+        shape = tuple(image.shape) if patch is None else (patch, patch)
         centre = self._centre(mask, shape, rng)
         flip = rng.random() < self.flip_p
         angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))

@@ -34,15 +34,24 @@ THRESHOLD = 0.5
 
 
 @torch.no_grad()
-def predict_slices(model: torch.nn.Module, images: np.ndarray, *, batch: int = 32,
+def predict_slices(model: torch.nn.Module, images: np.ndarray, *, batch: int = 16,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Foreground probabilities of ``images`` float32 ``(N, H, W)`` -> float32 ``(N, H, W)``."""
+    """Foreground probabilities of normalised ``images`` float32 ``(N, H, W)`` -> ``(N, H, W)``.
+
+    Like :func:`napari_segloss.inference.predict`, slices are reflect-padded to a multiple of
+    32 and cropped back.
+    """
+    from napari_segloss.models import SIZE_MULTIPLE
+
     model.eval()
+    h, w = images.shape[-2:]
+    pad = ((0, 0), (0, -h % SIZE_MULTIPLE), (0, -w % SIZE_MULTIPLE))
+    padded = np.pad(images, pad, mode="reflect") if any(p[1] for p in pad) else images
     out = []
     for start in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch]))[:, None].to(device)
-        out.append(torch.sigmoid(model(x).float())[:, 0].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros_like(images)
+        x = torch.from_numpy(np.ascontiguousarray(padded[start:start + batch], dtype=np.float32))[:, None]
+        out.append(torch.sigmoid(model(x.to(device)).float())[:, 0, :h, :w].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(images.shape, dtype=np.float32)
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -54,6 +55,7 @@ class Recipe:
         grad_clip: gradient-norm clip (``0`` disables).
         seed: seed of weight initialisation, batch order and augmentation.
         n_train, n_val, n_test, n_volumes: synthetic split sizes (slices; test volumes).
+        volume_depth: slices per synthetic test volume (``volume_depth x render_size^2``).
         render_size: synthetic rendering size before downsampling.
         threads: torch CPU threads (0 = torch's default, all cores).
         augment: the augmentation parameters.
@@ -73,6 +75,7 @@ class Recipe:
     n_val: int = 64
     n_test: int = 200
     n_volumes: int = 4
+    volume_depth: int = 48
     render_size: int = 256
     threads: int = 0
     augment: Augment = field(default_factory=Augment)
@@ -116,8 +119,9 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
             raise ValueError(f"render_size / downsample must be a multiple of {SIZE_MULTIPLE}")
         return synthetic_splits(recipe.n_train, recipe.n_val, recipe.n_test, size=recipe.render_size,
                                 factor=recipe.downsample, n_volumes=recipe.n_volumes,
+                                volume_shape=(recipe.volume_depth, recipe.render_size, recipe.render_size),
                                 normalization=normalization)
-    return folder_splits(data, patch=recipe.patch, seed=recipe.seed, normalization=normalization)
+    return folder_splits(data, seed=recipe.seed, normalization=normalization)
 
 
 class _WithFeatures(torch.nn.Module):
@@ -302,8 +306,12 @@ def train(
     state_path = out / f"{name}.resume.pt"
     history: list[dict[str, Any]] = []
     start = 0
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=True)
+    recipe_json = json.dumps({k: v for k, v in recipe.to_dict().items() if k != "threads"}, sort_keys=True)
+    state = torch.load(state_path, map_location=dev, weights_only=True) if resume and state_path.exists() else None
+    if state is not None and state.get("recipe") != recipe_json:
+        warnings.warn(f"{state_path} was saved with another recipe; starting from scratch", stacklevel=2)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -346,7 +354,7 @@ def train(
         if rank == 0:
             _save_state(state_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), loss=criterion.state_dict(), rng={"torch": torch.get_rng_state()},
-                        history=history, epoch=epoch)
+                        history=history, epoch=epoch, recipe=recipe_json)
         if on_epoch_end is not None and on_epoch_end(dict(row)) is False:
             bar.close()
             return TrainResult(None, {}, history)
