@@ -1,17 +1,7 @@
 """Test-set evaluation of a trained network: metrics, bootstrap intervals, breakdowns, pairing.
 
-Definitions used in every model card and in ``docs/results.md``:
-
-* **Test Dice** (the headline number) = mean, over the test slices that contain tumour, of the
-  per-slice Dice of the thresholded prediction (probability >= 0.5) at the network's input
-  resolution; a missed tumour counts as Dice 0. IoU, sensitivity, specificity, precision and
-  HD95 (mm) are averaged over the same slices (NaN cases, e.g. HD95 of an empty prediction, are
-  left out and counted in ``n_undefined``).
-* **False alarms** are reported separately on the tumour-free slices: the number of such
-  slices with any predicted pixel and the mean predicted area there (mm^2).
-* 95% intervals are percentile bootstraps over test images (slices or volumes).
-* Size classes are tertiles of the tumour area (mm^2) of the fixed test slices.
-* 3-D: whole test volumes are predicted slice by slice and scored as volumes.
+The definitions used in every model card and in ``docs/results.md`` are :data:`DEFINITION`
+(also stored in each card's ``test_metrics["definition"]``).
 """
 
 from __future__ import annotations
@@ -27,6 +17,18 @@ from napari_segloss.metrics import compute
 #: per-image metrics kept from :func:`napari_segloss.metrics.compute` (card name -> metrics key)
 SCORES = {"dice": "dice", "iou": "iou", "sensitivity": "recall", "specificity": "specificity",
           "precision": "precision", "hd95": "hd95"}
+#: what the card's test metrics mean
+DEFINITION = (
+    "Test Dice (the headline number) = mean, over the test slices that contain tumour, of the per-slice Dice "
+    "of the thresholded prediction (probability >= 0.5) at the data's native resolution; a missed tumour "
+    "counts as Dice 0. IoU, sensitivity, specificity, precision and HD95 (mm) are averaged over the same "
+    "slices (undefined cases, e.g. HD95 of an empty prediction, are left out and counted in n_undefined). "
+    "False alarms are reported separately on the tumour-free slices: empty_slice_false_positives = number "
+    "of such slices with any predicted pixel, empty_slice_fp_area_mm2 = mean predicted area there. ci95 = "
+    "percentile bootstrap 95% intervals over test images. Size classes small/medium/large = tertiles of the "
+    "tumour area (mm^2) of the fixed test slices (size_thresholds_mm2). volumes = the same metrics on whole "
+    "3-D test volumes predicted slice by slice."
+)
 N_BOOT = 2000
 #: tumour test slices whose Dice the card lists one by one (to re-check a released checkpoint)
 N_REFERENCE = 8
@@ -169,7 +171,7 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     level, ``"volumes"`` for 3-D, ``"definition"`` in words) and the per-image rows
     (``{"slices": [...], "volumes": [...]}``) for paired comparisons.
     """
-    metrics: dict[str, Any] = {"definition": __doc__.split("Definitions used", 1)[1].strip()}
+    metrics: dict[str, Any] = {}
     rows: dict[str, list[dict[str, Any]]] = {"slices": [], "volumes": []}
     test = splits.test
     if test is not None and len(test):
@@ -178,6 +180,7 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
         rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
         for row, name in zip(rows["slices"], test.names):
             row["name"] = name
+        metrics["definition"] = DEFINITION
         metrics.update(aggregate(rows["slices"], seed=seed))
         metrics["size_thresholds_mm2"] = thresholds
         metrics["reference_slices"] = [{"name": r["name"], "dice": r["dice"]}

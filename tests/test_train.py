@@ -1,0 +1,349 @@
+"""Training pipeline: data, augmentation, extras, loop (loss goes down, resume, DDP), evaluation, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from napari_segloss.checkpoints import ModelCard, load
+from napari_segloss.losses import build, info
+from napari_segloss.losses.pixel import signed_distance_map
+from napari_segloss.metrics import compute
+from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model, forward_with_features
+from napari_segloss.train import Augment, Extras, Recipe, folder_splits, synthetic_splits, train
+from napari_segloss.train.data import downsample, downsample_mask, epoch_batches
+from napari_segloss.train.evaluate import aggregate, bootstrap_ci, overlap, paired_difference, size_class
+from napari_segloss.train.loop import _WithFeatures
+
+#: a recipe small enough for tests: 64x64 synthetic slices, 8 steps per epoch
+TINY = Recipe(epochs=2, batch=4, patch=64, lr=1e-2, n_train=32, n_val=4, n_test=6, n_volumes=1,
+              volume_depth=6, render_size=64, threads=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    old = os.environ.get("NAPARI_SEGLOSS_CACHE")
+    os.environ["NAPARI_SEGLOSS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("NAPARI_SEGLOSS_CACHE")
+    else:
+        os.environ["NAPARI_SEGLOSS_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """Two uninterrupted epochs of BCE on the tiny synthetic splits."""
+    out = tmp_path_factory.mktemp("straight")
+    return train("bce", out=out, recipe=TINY, device="cpu", progress=False), out
+
+
+def _weights(path):
+    return load(path).model.state_dict()
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def test_synthetic_splits_are_cached_disjoint_and_documented(tmp_path):
+    from napari_segloss.data.synthetic import generate_slice, split_seeds
+
+    a = synthetic_splits(6, 2, 3, size=64, factor=2, n_volumes=1, volume_shape=(4, 64, 64), cache_dir=tmp_path)
+    files = list(tmp_path.glob("synthetic_*.npz"))
+    assert len(files) == 1 and a.description["cache"] == files[0].name
+    b = synthetic_splits(6, 2, 3, size=64, factor=2, n_volumes=1, volume_shape=(4, 64, 64), cache_dir=tmp_path)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert a.train.images.shape == (6, 32, 32) and a.train.masks.dtype == bool
+    assert a.volumes.images.shape == (1, 4, 32, 32)
+    assert not set(a.train.names) & set(a.test.names) and not set(a.val.names) & set(a.test.names)
+    seed = split_seeds("test", 1)[0]
+    sample = generate_slice(seed, 64)
+    assert a.test.names[0] == f"seed{seed}"
+    np.testing.assert_array_equal(a.test.masks[0], downsample_mask(sample.mask, 2))
+    np.testing.assert_allclose(a.test.spacing[0], np.asarray(sample.spacing) * 2)
+    assert a.test.kinds[0] == (sample.kind if sample.mask.any() else "none")
+
+
+def test_downsample_is_a_block_mean():
+    x = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_allclose(downsample(x, 2), [[2.5, 4.5], [10.5, 12.5]])
+
+
+@pytest.mark.parametrize("layout", ["suffix", "folders"])
+def test_folder_splits_read_pairs(tmp_path, layout):
+    from napari_segloss.io.writers import write_array
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10 + i:30 + i, 20:40] = 255
+        image = (rng.integers(0, 50, (64, 64)) + (mask > 0) * 150).astype(np.uint8)
+        if layout == "suffix":
+            write_array(tmp_path / f"s{i}.png", image)
+            write_array(tmp_path / f"s{i}_mask.png", mask)
+        else:
+            write_array(tmp_path / "images" / f"s{i}.png", image)
+            write_array(tmp_path / "masks" / f"s{i}.png", mask)
+    splits = folder_splits(tmp_path, val_fraction=0.2)
+    assert len(splits.train) == 4 and len(splits.val) == 1 and splits.test is None
+    assert splits.train.images.shape[1:] == (64, 64)
+    assert sorted(splits.train.names + splits.val.names) == [f"s{i}" for i in range(5)]
+    k = (splits.train.names + splits.val.names).index("s0")
+    masks = np.concatenate([splits.train.masks, splits.val.masks])
+    assert masks[k].sum() == 400
+    resized = folder_splits(tmp_path, size=32)
+    assert resized.train.images.shape[1:] == (32, 32)
+    np.testing.assert_allclose(resized.train.spacing / splits.train.spacing, 2.0)
+
+
+def test_folder_without_pairs_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no image/mask pairs"):
+        folder_splits(tmp_path)
+
+
+# --- augmentation and batches -----------------------------------------------------------------
+
+def test_augment_is_deterministic_and_moves_image_and_mask_together():
+    mask = np.zeros((96, 96), bool)
+    mask[30:60, 40:55] = True
+    geometric = Augment(gamma=(1, 1), contrast=(1, 1), brightness=0.0, noise=0.0, fg_crop=1.0)
+    for seed in range(5):
+        img, msk = geometric(mask.astype(np.float32), mask, np.random.default_rng(seed), 64)
+        again, _ = geometric(mask.astype(np.float32), mask, np.random.default_rng(seed), 64)
+        np.testing.assert_array_equal(img, again)
+        assert img.shape == msk.shape == (64, 64)
+        np.testing.assert_array_equal(img >= 0.5, msk)
+        assert msk.any()  # fg_crop=1 centres the window on the tumour
+        assert 0.75 * mask.sum() < msk.sum() < 1.3 * mask.sum()  # scale within 0.9..1.1 (area 0.81..1.21)
+
+
+def test_augment_intensity_jitter_stays_in_its_bounds():
+    image = np.full((32, 32), 0.5, np.float32)
+    aug = Augment(rotate_deg=0.0, scale=(1, 1), flip_p=0.0, noise=0.0)
+    img, _ = aug(image, np.zeros((32, 32), bool), np.random.default_rng(1))
+    lo, hi = 0.5 ** 1.25 * 0.9 - 0.05, 0.5 ** 0.8 * 1.1 + 0.05
+    assert np.allclose(img, img[0, 0]) and lo <= img[0, 0] <= hi
+
+
+def test_epoch_batches_shard_each_global_batch():
+    full = [idx for idx, _ in epoch_batches(20, 4, seed=3, epoch=1)]
+    assert len(full) == 5 and sorted(np.concatenate(full)) == list(range(20))
+    r0 = [idx for idx, _ in epoch_batches(20, 2, seed=3, epoch=1, rank=0, world=2)]
+    r1 = [idx for idx, _ in epoch_batches(20, 2, seed=3, epoch=1, rank=1, world=2)]
+    for a, b, f in zip(r0, r1, full):
+        assert sorted(np.concatenate([a, b])) == sorted(f)
+    other = [idx for idx, _ in epoch_batches(20, 4, seed=3, epoch=2)]
+    assert any((a != b).any() for a, b in zip(full, other))
+
+
+# --- extras -----------------------------------------------------------------------------------
+
+def test_extras_precompute_the_catalogue_distance_map():
+    loss = build("distance_bce")
+    extras = Extras(loss, info("distance_bce").needs)
+    assert extras.maps == ("target_dist",)
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 10:24] = True
+    maps = extras.sample_maps(mask, (0.5, 0.5))
+    np.testing.assert_allclose(maps["target_dist"], signed_distance_map(mask, (0.5, 0.5)))
+    logits, target = torch.randn(1, 1, 32, 32), torch.from_numpy(mask)[None, None].float()
+    kwargs = extras.call_kwargs(maps={"target_dist": torch.from_numpy(maps["target_dist"])[None, None]},
+                                features=None, model=None, spacing=(0.5, 0.5), epoch=0)
+    assert set(kwargs) == {"target_dist", "spacing"}
+    torch.testing.assert_close(loss(logits, target, **kwargs), loss(logits, target, spacing=(0.5, 0.5)))
+
+
+def test_extras_give_features_only_to_losses_that_need_them():
+    model = build_model(DEFAULT_ARCHITECTURE)
+    net = _WithFeatures(model).eval()
+    x = torch.randn(2, 1, 64, 64)
+    fess = Extras(build("fess"), info("fess").needs)
+    logits, features = fess.forward(net, x)
+    ref_logits, ref_features = forward_with_features(model, x)
+    torch.testing.assert_close(logits, model(x))
+    assert features.shape == ref_features.shape == (2, 32, 16, 16)
+    assert Extras(build("dice"), info("dice").needs).forward(net, x)[1] is None
+
+
+def test_extras_call_the_hooks():
+    calf = build("calf")
+    before = calf.state()
+    masks = [np.zeros((16, 16), bool) for _ in range(20)]
+    for i, m in enumerate(masks):
+        m[: i % 7 + 1, : (i * i) % 11 + 1] = True
+    Extras(calf, info("calf").needs).fit(masks)
+    assert calf.state() != before
+
+    class Spy(torch.nn.Module):
+        calls: list = []
+
+        def on_epoch(self, epoch, total):
+            self.calls.append((epoch, total))
+
+    spy = Spy()
+    Extras(spy, {"epoch"}).start_epoch(3, 10)
+    assert spy.calls == [(3, 10)]
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def _bce_on(model, split):
+    with torch.no_grad():
+        x = torch.from_numpy(split.images)[:, None]
+        y = torch.from_numpy(split.masks.astype(np.float32))[:, None]
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(model.eval()(x), y))
+
+
+def test_training_lowers_the_loss(straight):
+    result, _ = straight
+    splits = synthetic_splits(TINY.n_train, TINY.n_val, TINY.n_test, size=64, n_volumes=1, volume_shape=(6, 64, 64))
+    torch.manual_seed(TINY.seed)
+    initial = build_model(DEFAULT_ARCHITECTURE)
+    trained = load(result.path).model
+    assert _bce_on(trained, splits.train) < 0.5 * _bce_on(initial, splits.train)
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(0.0 <= h["val_dice"] <= 1.0 for h in result.history if h["val_dice"] is not None)
+
+
+def test_resume_continues_exactly(straight, tmp_path):
+    reference, _ = straight
+    stopped = train("bce", out=tmp_path, recipe=TINY, device="cpu", progress=False, on_epoch_end=lambda row: False)
+    assert stopped.path is None and len(stopped.history) == 1
+    assert (tmp_path / "bce.resume.pt").exists() and not (tmp_path / "bce.json").exists()
+    resumed = train("bce", out=tmp_path, recipe=TINY, device="cpu", progress=False, resume=True)
+    assert not (tmp_path / "bce.resume.pt").exists()
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in reference.history])
+    for key, value in _weights(reference.path).items():
+        torch.testing.assert_close(_weights(resumed.path)[key], value)
+
+
+def test_resume_state_holds_only_tensors_and_plain_data(tmp_path):
+    train("bce", out=tmp_path, recipe=TINY, device="cpu", progress=False, on_epoch_end=lambda row: False)
+    state = torch.load(tmp_path / "bce.resume.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "loss", "rng", "history", "epoch", "recipe"} <= set(state)
+    other = dataclasses.replace(TINY, lr=1e-3)
+    with pytest.warns(UserWarning, match="another recipe"):
+        result = train("bce", out=tmp_path, recipe=other, device="cpu", progress=False, resume=True)
+    assert len(result.history) == 2
+
+
+def test_card_validates_loads_and_reproduces_through_the_engine(straight):
+    from napari_segloss.data.synthetic import generate_slice
+    from napari_segloss.inference import predict
+
+    result, out = straight
+    card = json.loads((out / "bce.json").read_text())
+    assert ModelCard.from_dict(card).to_dict() == card
+    assert card["recipe"]["batch"] == TINY.batch and card["data"]["source"] == "synthetic"
+    assert card["loss"] == "bce" and card["family"] == "pixel" and len(card["history"]) == 2
+    metrics = card["test_metrics"]
+    for key in ("dice", "iou", "sensitivity", "specificity", "precision", "hd95", "empty_slice_false_positives",
+                "ci95", "breakdown", "volumes", "definition"):
+        assert key in metrics
+    loaded = load(result.path)
+    assert loaded.card.weights_sha256 == card["weights_sha256"]
+    for ref in metrics["reference_slices"]:
+        sample = generate_slice(int(ref["name"].removeprefix("seed")), TINY.render_size)
+        pred = predict(sample.image, loaded, device="cpu").mask()
+        dice = compute(pred, sample.mask)["dice"]
+        assert dice == pytest.approx(ref["dice"], abs=0.02)
+
+
+def test_ddp_world_size_one_matches_plain_training(straight, tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    reference, _ = straight
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        result = train("bce", out=tmp_path, recipe=TINY, device="cpu", progress=False)
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert result.card["recipe"]["world_size"] == 1
+    for key, value in _weights(reference.path).items():
+        torch.testing.assert_close(_weights(result.path)[key], value)
+
+
+def test_learnable_loss_parameters_are_optimised(tmp_path):
+    recipe = dataclasses.replace(TINY, epochs=1)
+    before = {k: v.clone() for k, v in build("robust_t").state_dict().items()}
+    assert before, "robust_t should have a learnable parameter"
+    train("robust_t", out=tmp_path, recipe=recipe, device="cpu", progress=False,
+          on_epoch_end=lambda row: False)
+    state = torch.load(tmp_path / "robust_t.resume.pt", weights_only=True)["loss"]
+    assert any(not torch.equal(state[k], v) for k, v in before.items())
+
+
+def test_cli_train_on_a_folder(tmp_path, capsys):
+    from napari_segloss.cli import main
+    from napari_segloss.io.writers import write_array
+
+    rng = np.random.default_rng(1)
+    for i in range(9):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[rng.integers(5, 30):, :][:20, 10:30] = 1
+        write_array(tmp_path / "data" / f"x{i}.png", (rng.integers(0, 60, (64, 64)) + mask * 120).astype(np.uint8))
+        write_array(tmp_path / "data" / f"x{i}_mask.png", mask * 255)
+    code = main(["train", "--loss", "dice", "--data", str(tmp_path / "data"), "--epochs", "1", "--patch", "64",
+                 "--batch", "4", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 0
+    card = json.loads((tmp_path / "out" / "dice.json").read_text())
+    assert card["data"]["source"] == "folder" and card["test_metrics"] == {}
+    assert "saved" in capsys.readouterr().out
+    assert main(["train", "--loss", "dice", "--loss-args", "[1]", "--data", "synthetic", "--out", str(tmp_path)]) == 2
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+def test_overlap_matches_the_metrics_module():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((4, 32, 32), bool)
+    truth[0, 5:15, 5:15] = truth[1, 10:20, 3:9] = truth[3, 0:4, 0:4] = True
+    pred = truth ^ (rng.random(truth.shape) < 0.05)
+    expected = [compute(p, t) for p, t in zip(pred, truth) if t.any()]
+    got = overlap(pred, truth)
+    assert got["dice"] == pytest.approx(np.mean([m["dice"] for m in expected]))
+    assert got["iou"] == pytest.approx(np.mean([m["iou"] for m in expected]))
+
+
+def test_bootstrap_interval_agrees_with_scipy():
+    values = np.random.default_rng(2).beta(5, 2, size=80)
+    ours = bootstrap_ci(values, n_boot=4000)
+    ref = stats.bootstrap((values,), np.mean, method="percentile", n_resamples=4000, random_state=0).confidence_interval
+    assert ours[0] == pytest.approx(ref.low, abs=0.01) and ours[1] == pytest.approx(ref.high, abs=0.01)
+    assert np.isnan(bootstrap_ci([np.nan])[0])
+
+
+def test_paired_difference_and_aggregate():
+    a, b = np.array([0.9, 0.8, 0.7, np.nan]), np.array([0.8, 0.8, 0.6, 0.5])
+    d = paired_difference(a, b)
+    assert d["n"] == 3 and d["diff"] == pytest.approx(0.2 / 3)
+    rows = [
+        {"dice": 0.8, "iou": 0.67, "sensitivity": 0.9, "specificity": 1.0, "precision": 0.7, "hd95": 2.0,
+         "pred_size": 10.0, "tumour": True, "kind": "glioma", "size": "large"},
+        {"dice": 0.0, "iou": 0.0, "sensitivity": 0.0, "specificity": 1.0, "precision": np.nan, "hd95": np.nan,
+         "pred_size": 0.0, "tumour": True, "kind": "pituitary", "size": "small"},
+        {"dice": np.nan, "iou": np.nan, "sensitivity": np.nan, "specificity": 0.99, "precision": 0.0,
+         "hd95": np.nan, "pred_size": 4.0, "tumour": False, "kind": "none", "size": "none"},
+        {"dice": np.nan, "iou": np.nan, "sensitivity": np.nan, "specificity": np.nan, "precision": np.nan,
+         "hd95": np.nan, "pred_size": 0.0, "tumour": False, "kind": "none", "size": "none"},
+    ]
+    out = aggregate(rows)
+    assert out["dice"] == pytest.approx(0.4) and out["n_tumour"] == 2 and out["n_tumour_free"] == 2
+    assert out["empty_slice_false_positives"] == 1 and out["empty_slice_fp_area_mm2"] == pytest.approx(2.0)
+    assert out["n_undefined"] == {"precision": 1, "hd95": 1}
+    assert out["breakdown"]["kind"]["pituitary"]["mean"] == 0.0
+    assert [size_class(a, [10, 20]) for a in (5, 15, 25)] == ["small", "medium", "large"]
