@@ -19,7 +19,9 @@ from napari_segloss.metrics import compute
 from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model, forward_with_features
 from napari_segloss.train import Augment, Extras, Recipe, folder_splits, synthetic_splits, train
 from napari_segloss.train.data import downsample, downsample_mask, epoch_batches
-from napari_segloss.train.evaluate import aggregate, bootstrap_ci, overlap, paired_difference, size_class
+from napari_segloss.preprocess import normalize
+from napari_segloss.train.evaluate import (aggregate, bootstrap_ci, overlap, paired_difference, predict_slices,
+                                           size_class)
 from napari_segloss.train.loop import _WithFeatures
 
 #: a recipe small enough for tests: 64x64 synthetic slices, 8 steps per epoch
@@ -249,11 +251,14 @@ def test_card_validates_loads_and_reproduces_through_the_engine(straight):
         assert key in metrics
     loaded = load(result.path)
     assert loaded.card.weights_sha256 == card["weights_sha256"]
+    assert metrics["reference_slices"]
     for ref in metrics["reference_slices"]:
         sample = generate_slice(int(ref["name"].removeprefix("seed")), TINY.render_size)
-        pred = predict(sample.image, loaded, device="cpu").mask()
-        dice = compute(pred, sample.mask)["dice"]
-        assert dice == pytest.approx(ref["dice"], abs=0.02)
+        engine = predict(sample.image, loaded, device="cpu")
+        # the engine sees exactly what training and evaluation saw: same normalisation, same weights
+        ours = predict_slices(loaded.model, normalize(sample.image, card["normalization"])[None])[0]
+        np.testing.assert_allclose(engine.probability, ours, atol=1e-5)
+        assert compute(engine.mask(), sample.mask)["dice"] == pytest.approx(ref["dice"], abs=0.02)
 
 
 def test_ddp_world_size_one_matches_plain_training(straight, tmp_path, monkeypatch):

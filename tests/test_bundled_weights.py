@@ -1,0 +1,77 @@
+"""The bundled checkpoints in ``weights/``: complete, small, intact, and reproducing their cards.
+
+Skipped (cleanly) only while ``weights/`` holds no checkpoint yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from napari_segloss.paths import weights_dir
+
+CARDS = sorted(p for p in weights_dir().glob("*.json") if p.with_suffix(".safetensors").exists())
+pytestmark = pytest.mark.skipif(not CARDS, reason="weights/ has no checkpoints yet (run `make weights`)")
+
+#: per-slice Dice tolerance when re-running a checkpoint on its card's reference slices
+TOLERANCE = 0.02
+
+
+def _card(path):
+    return json.loads(path.read_text())
+
+
+@functools.lru_cache(maxsize=64)
+def _slice(seed: int, size: int, factor: int):
+    from napari_segloss.data.synthetic import generate_slice
+    from napari_segloss.train.data import downsample, downsample_mask
+
+    sample = generate_slice(seed, size)
+    return np.round(downsample(sample.image, factor)).astype(np.uint16), downsample_mask(sample.mask, factor)
+
+
+def test_one_checkpoint_per_loss_within_the_size_budget():
+    from napari_segloss.losses import available
+
+    assert sorted(p.stem for p in CARDS) == sorted(available())
+    sizes = [p.with_suffix(".safetensors").stat().st_size for p in CARDS]
+    assert max(sizes) <= 3 * 2**20
+    total = sum(p.stat().st_size for p in weights_dir().rglob("*") if p.is_file())
+    assert total < 100 * 2**20
+
+
+def test_every_card_uses_the_same_recipe_and_data():
+    ignore = {"threads", "extras", "world_size"}
+    recipes = {json.dumps({k: v for k, v in _card(p)["recipe"].items() if k not in ignore}, sort_keys=True)
+               for p in CARDS}
+    assert len(recipes) == 1
+    assert len({json.dumps(_card(p)["data"], sort_keys=True) for p in CARDS}) == 1
+
+
+def test_the_best_checkpoint_reaches_the_target_dice():
+    best = max(CARDS, key=lambda p: _card(p)["test_metrics"].get("dice") or 0.0)
+    assert _card(best)["test_metrics"]["dice"] >= 0.85, best.stem
+
+
+@pytest.mark.parametrize("card_path", CARDS, ids=[p.stem for p in CARDS])
+def test_checkpoint_loads_matches_sha256_and_reproduces_its_test_dice(card_path):
+    from napari_segloss.checkpoints import load
+    from napari_segloss.inference import predict
+    from napari_segloss.metrics import compute
+
+    card = _card(card_path)
+    weights = card_path.with_suffix(".safetensors")
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights_sha256"]
+    loaded = load(card_path)
+    assert loaded.card.name == card["name"] and loaded.card.loss == card["loss"]
+    refs = card["test_metrics"]["reference_slices"]
+    assert refs
+    recipe = card["recipe"]
+    for ref in refs:
+        image, truth = _slice(int(ref["name"].removeprefix("seed")), recipe["render_size"], recipe["downsample"])
+        pred = predict(image, loaded, device="cpu").mask()
+        assert compute(pred, truth)["dice"] == pytest.approx(ref["dice"], abs=TOLERANCE), ref["name"]
