@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication
@@ -284,8 +285,8 @@ def test_cancel_stops_the_run(widget, qtbot, monkeypatch):
 
 def test_event_loop_stays_responsive_on_a_volume(widget, qtbot, monkeypatch):
     w, viewer = widget, widget.viewer
-    zz, yy, xx = np.mgrid[:40, :160, :160]
-    volume = (500 + 300 * (((yy - 80) ** 2 + (xx - 70) ** 2 + (zz - 20) ** 2) < 400)).astype(np.uint16)
+    zz, yy, xx = np.mgrid[:64, :192, :192]
+    volume = (500 + 300 * (((yy - 80) ** 2 + (xx - 70) ** 2 + (zz - 30) ** 2) < 400)).astype(np.uint16)
     viewer.add_image(volume, name="volume", scale=(2.0, 1.0, 1.0))
     w.run_tab.combo.select("tiny_dice")
     processed: list[float] = []  # when the worker had the volume's probabilities, layers and metrics ready
@@ -307,7 +308,8 @@ def test_event_loop_stays_responsive_on_a_volume(widget, qtbot, monkeypatch):
     assert w.status.text().startswith("Done"), w.status.text()
     # while the volume is processed; napari building the new layers' visuals afterwards is not counted
     gaps = np.diff([t for t in ticks if t <= processed[0]] + [processed[0]])
-    assert len(gaps) > 20 and gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
+    assert len(gaps) >= 10, f"processing took only {len(gaps)} heartbeats: too short to measure"
+    assert gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
 
 
 def test_anisotropic_volume_geometry_and_slice_metrics(widget, qtbot):
@@ -347,6 +349,11 @@ def test_messages_for_invalid_inputs(widget, qtbot, slice2d):
     assert "Ground truth 'other mask' is 40 x 50 but image 'scan' is 96 x 96" in w.status.text()
     w.inputs.truth_picker.select(None)
     assert w.run_tab.run_button.isEnabled() and w.status.text() == "Ready."
+    if not torch.cuda.is_available():  # the greyed-out "cuda (not found)" entry, forced
+        w.inputs.device_combo.setCurrentIndex(w.inputs.device_combo.findData("cuda"))
+        _click_and_wait(qtbot, w, w.run_tab.run_button)
+        assert w.status.text().startswith("Could not run: device 'cuda' requested but CUDA is not available")
+        assert not any(_layers.is_result(layer) for layer in viewer.layers)
     viewer.layers.remove(image)
     assert w.status.text().startswith("No image layer") and not w.run_tab.run_button.isEnabled()
 
@@ -374,8 +381,6 @@ def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_d
 
 
 def test_cuda_out_of_memory_falls_back_to_cpu(widget, qtbot, slice2d, monkeypatch):
-    import torch
-
     real_predict, real_load = _runner.predict, _runner.load
 
     def predict_oom_on_gpu(*, device, **kwargs):

@@ -100,11 +100,13 @@ Event = Started | Progress | Failed | Finished
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the queue did: numbers of finished and failed checkpoints, and whether it was cancelled."""
+    """What the queue did: numbers of finished and failed checkpoints, whether it was cancelled,
+    and why nothing could run at all (``error``, e.g. an unavailable device; empty otherwise)."""
 
     finished: int
     failed: int
     cancelled: bool
+    error: str = ""
 
 
 _DONE = object()
@@ -177,10 +179,13 @@ def run_jobs(request: Request, cancel: threading.Event) -> Generator[Event, None
 
     Yields :class:`Started`, then :class:`Progress` per batch of slices, then :class:`Finished`
     (or :class:`Failed`: a checkpoint that cannot be loaded or run is reported and skipped) for
-    each checkpoint. Setting ``cancel`` stops before the next batch. Raises ``ValueError`` for
-    an unavailable device.
+    each checkpoint. Setting ``cancel`` stops before the next batch. An unavailable device
+    ends the run at once with :attr:`Outcome.error` set.
     """
-    device = resolve_device(request.device)
+    try:
+        device = resolve_device(request.device)
+    except ValueError as exc:
+        return Outcome(0, 0, cancelled=False, error=str(exc))
     image = np.asarray(request.image)
     count = len(request.checkpoints)
     finished = failed = 0
@@ -193,6 +198,10 @@ def run_jobs(request: Request, cancel: threading.Event) -> Generator[Event, None
             prediction, card, note = yield from _predict(request, image, checkpoint, device, cancel, index, count)
         except InferenceCancelled:
             return Outcome(finished, failed, cancelled=True)
+        except MemoryError:
+            failed += 1
+            yield Failed(index, count, label, "not enough memory for this image on the CPU")
+            continue
         except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
             failed += 1
             yield Failed(index, count, label, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -205,11 +214,8 @@ def run_jobs(request: Request, cancel: threading.Event) -> Generator[Event, None
 
 def start(request: Request, cancel: threading.Event, **connect: Callable[..., Any]) -> Any:
     """Start :func:`run_jobs` in a napari thread worker; ``connect`` maps worker signals
-    (``yielded``, ``returned``, ``errored``, ``finished``) to main-thread handlers. Returns the worker."""
+    (``yielded``, ``returned``, ``errored``, ``finished``) to main-thread handlers. Returns the worker.
+    Connect ``errored``: without a handler the worker re-raises errors in the main thread."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(run_jobs, request, cancel, _start_thread=False)
-    for signal, handler in connect.items():
-        getattr(worker, signal).connect(handler)
-    worker.start()
-    return worker
+    return create_worker(run_jobs, request, cancel, _start_thread=True, _connect=connect)

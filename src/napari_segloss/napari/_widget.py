@@ -307,7 +307,9 @@ class LossExplorerWidget(QWidget):
         if job.results and job.source in self.viewer.layers:
             self.viewer.layers.selection.active = job.source  # keep paint tools off the result layers
         summary = f"{outcome.finished} of {len(job.infos)} checkpoint(s) finished"
-        if outcome.cancelled:
+        if outcome.error:
+            self.say(f"Could not run: {outcome.error}", "error", notify=True)
+        elif outcome.cancelled:
             self.say(f"Cancelled: {summary}.", "warning", notify=True)
         elif outcome.failed or job.messages:
             self.say(" ".join([f"Done with problems: {summary}.", *job.messages]), "warning")
@@ -382,11 +384,10 @@ class LossExplorerWidget(QWidget):
         def compute() -> list[tuple[RunResult, Derived]]:
             return [(r, derive(r.probability, r.truth, r.spacing, threshold)) for r in pending]
 
-        worker = create_worker(compute, _start_thread=False)
-        worker.returned.connect(lambda done: self._apply_threshold(done, generation))
-        worker.errored.connect(lambda exc: self.say(f"Threshold update failed: {exc}", "error", notify=True))
-        self._threshold_worker = worker
-        worker.start()
+        self._threshold_worker = create_worker(compute, _connect={
+            "returned": lambda done: self._apply_threshold(done, generation),
+            "errored": lambda exc: self.say(f"Threshold update failed: {exc}", "error"),
+        })
 
     def _apply_threshold(self, done: list[tuple[RunResult, Derived]], generation: int) -> None:
         if generation != self._threshold_generation:
