@@ -437,3 +437,21 @@ def test_demo_docks_the_widget(tiny_registry, qtbot):
         assert widgets[0].inputs.image() is not None and widgets[0].inputs.truth() is not None
     finally:
         viewer.close()
+
+
+def test_triton_guard_only_with_an_llvm_gl_driver(tmp_path, monkeypatch):
+    import sys
+
+    from napari_segloss.napari import _triton_guard
+
+    maps = tmp_path / "maps"
+    monkeypatch.setattr(_triton_guard, "_MAPS", maps)
+    monkeypatch.setitem(sys.modules, "triton", None)  # restored after the test
+    monkeypatch.delitem(sys.modules, "triton")
+    maps.write_text("7f00 r-xp /usr/lib/x86_64-linux-gnu/libGLX_mesa.so.0\n")
+    assert not _triton_guard.guard_triton() and "triton" not in sys.modules
+    maps.write_text("7f00 r-xp /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1\n")
+    assert _triton_guard.guard_triton() and sys.modules["triton"] is None
+    with pytest.raises(ImportError):
+        import triton  # noqa: F401
+    assert not _triton_guard.guard_triton()  # already decided
