@@ -144,26 +144,39 @@ def curves_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def pick_grid_slices(test: Any, n: int = 5) -> list[int]:
-    """Indices of ``n`` test slices: one tumour slice per kind and size spread, plus one tumour-free."""
+    """Indices of ``n`` test slices: the median-sized tumour of each kind, then the largest
+    remaining tumours, and the first tumour-free slice last."""
     areas = test.masks.sum(axis=(1, 2))
     tumour = np.flatnonzero(areas > 0)
     picks: list[int] = []
     for kind in sorted({test.kinds[i] for i in tumour}):
-        of_kind = [i for i in tumour if test.kinds[i] == kind]
-        picks.append(int(sorted(of_kind, key=lambda i: areas[i])[len(of_kind) // 2]))
-    rest = [i for i in tumour[np.argsort(areas[tumour])] if i not in picks]
-    while len(picks) < n - 1 and rest:
-        picks.append(int(rest.pop(0 if len(picks) % 2 else -1)))
+        of_kind = sorted((i for i in tumour if test.kinds[i] == kind), key=lambda i: areas[i])
+        picks.append(int(of_kind[len(of_kind) // 2]))
+    by_size = [int(i) for i in tumour[np.argsort(-areas[tumour])] if i not in picks]
+    picks = (picks + by_size)[: n - 1]
     empty = np.flatnonzero(areas == 0)
-    if empty.size:
-        picks.append(int(empty[0]))
-    return picks[:n]
+    return picks + [int(empty[0])] if empty.size else picks[:n]
+
+
+def _zoom_box(truth: np.ndarray, size: int = 112) -> tuple[slice, slice]:
+    """A square window of at least ``size`` pixels around the tumour (the image centre if none)."""
+    h, w = truth.shape
+    if truth.any():
+        rows, cols = np.nonzero(truth)
+        centre = ((rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2)
+        size = max(size, int(1.5 * max(np.ptp(rows), np.ptp(cols))))
+    else:
+        centre = (h // 2, w // 2)
+    size = min(size, h, w)
+    top = int(np.clip(centre[0] - size // 2, 0, h - size))
+    left = int(np.clip(centre[1] - size // 2, 0, w - size))
+    return slice(top, top + size), slice(left, left + size)
 
 
 def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: str | Path,
                 indices: Sequence[int] | None = None) -> Path:
     """Rows: ground truth then every checkpoint (in the given order); columns: the same test
-    slices. Each panel shows the slice with TP/FP/FN colours (:func:`overlays.render_difference`)."""
+    slices, zoomed on the tumour. Each panel shows TP/FP/FN colours (:func:`overlays.render_difference`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,6 +186,7 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
 
     idx = list(indices if indices is not None else pick_grid_slices(test))
     images, truths = test.images[idx], test.masks[idx]
+    boxes = [_zoom_box(t) for t in truths]
     rows = [("ground truth", truths)] + [
         (name, predict_slices(model, images) >= THRESHOLD) for name, model in zip(names, models)
     ]
@@ -181,7 +195,7 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
     for r, (label, preds) in enumerate(rows):
         for c, i in enumerate(idx):
             ax = axes[r][c]
-            ax.imshow(render_difference(images[c], difference_map(preds[c], truths[c])))
+            ax.imshow(render_difference(images[c], difference_map(preds[c], truths[c]))[boxes[c]])
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -194,3 +208,80 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _recipe_line(recipe: Mapping[str, Any]) -> str:
+    keys = ("epochs", "batch", "patch", "downsample", "lr", "weight_decay", "warmup", "grad_clip", "seed",
+            "n_train", "n_val", "n_test", "n_volumes", "optimizer", "schedule")
+    return ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)
+
+
+def write_report(weights: str | Path, out_dir: str | Path) -> Path:
+    """Re-evaluate every checkpoint in ``weights`` on its cards' test set and write
+    ``results.md``, ``results_curves.png`` and ``results_grid.png`` into ``out_dir``."""
+    import json
+
+    from napari_segloss.checkpoints import load
+    from napari_segloss.train.evaluate import DEFINITION
+    from napari_segloss.train.loop import Recipe, load_splits
+
+    weights, out_dir = Path(weights), Path(out_dir)
+    paths = sorted(p for p in weights.glob("*.json") if p.with_suffix(".safetensors").exists())
+    if not paths:
+        raise FileNotFoundError(f"{weights}: no checkpoints (run `make weights`)")
+    cards = [json.loads(p.read_text()) for p in paths]
+    first = cards[0]
+    splits = load_splits("synthetic", Recipe.from_dict(first["recipe"]), first["normalization"])
+    models = {card["name"]: load(path).model for card, path in zip(cards, paths)}
+    rows = {name: per_image_scores(model, splits) for name, model in models.items()}
+    paired = paired_vs_reference(rows)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = curves_figure(cards, out_dir / "results_curves.png")
+    ranked = sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
+    grid = grid_figure([c["name"] for c in ranked], [models[c["name"]] for c in ranked], splits.test,
+                       out_dir / "results_grid.png")
+    minutes = sum(h.get("seconds") or 0.0 for c in cards for h in c["history"]) / 60
+    notes = [f"- **{c['name']}**: {c['notes']}" for c in ranked if "Collapsed" in c.get("notes", "")]
+    text = "\n".join([
+        "# Results: one network, one recipe, one loss at a time",
+        "",
+        "Generated by `scripts/make_results.py` from the model cards in `weights/` (do not edit by hand).",
+        f"{len(cards)} checkpoints; training took {minutes:.0f} min in total (sum of epoch times, "
+        "validation included).",
+        "",
+        f"**Recipe (identical for every loss):** {_recipe_line(first['recipe'])}. Data: synthetic brain MRI, "
+        f"cache `{first['data'].get('cache')}` (generator {first['data'].get('generator')}).",
+        "",
+        f"**Definitions.** {DEFINITION}",
+        "",
+        "ΔDice columns: paired difference to the plain `dice` checkpoint on the same test images (2D: tumour "
+        "slices; 3D: volumes) with a paired bootstrap 95% interval; `*` marks intervals that exclude 0. "
+        "False alarms: tumour-free test slices with any predicted pixel / all tumour-free slices.",
+        "",
+        "## All checkpoints, sorted by test Dice",
+        "",
+        table(cards, paired),
+        "## Test Dice by tumour kind and size class",
+        "",
+        breakdown_table(cards),
+        "## Findings under the shared recipe",
+        "",
+        "\n".join(notes) if notes else "No checkpoint collapsed to an empty prediction (test Dice >= 0.1 for all).",
+        "",
+        "## Training curves",
+        "",
+        f"![loss and validation Dice per epoch]({curves.name})",
+        "",
+        "## The same test slices, every checkpoint",
+        "",
+        "Rows: ground truth, then every checkpoint from best to worst test Dice. Colours: true positive, "
+        "false positive, false negative (Okabe-Ito; see `napari_segloss.overlays`). The last column is a "
+        "tumour-free slice (any colour there is a false alarm).",
+        "",
+        f"![grid of predictions]({grid.name})",
+        "",
+    ])
+    report = out_dir / "results.md"
+    report.write_text(text)
+    return report
