@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.gui
 
@@ -124,7 +125,9 @@ def test_cancel_writes_nothing(tab: BatchTab, tmp_path: Path, qtbot) -> None:
     out = tmp_path / "cancelled.zip"
     tab.output_edit.setText(str(out))
     tab.checklist.set_checked(["tiny_dice", "tiny_bce", "tiny_focal"])
-    tab._progress.connect(lambda p: tab.cancel() if p.done >= 1 else None)
+    # Set the cancel flag in the worker thread itself (a queued slot could run after the
+    # whole small batch has finished); the user's Cancel button goes through tab.cancel().
+    tab._progress.connect(lambda p: tab._cancel.set() if p.done >= 1 else None, Qt.ConnectionType.DirectConnection)
     tab.run()
     wait_idle(qtbot, tab)
     assert "Cancelled" in tab.status.text() and tab.result is None
