@@ -10,13 +10,11 @@ import pytest
 TINY_CHECKPOINTS = (("tiny_dice", "dice", "region"), ("tiny_focal", "focal", "pixel"), ("tiny_bce", "bce", "pixel"))
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_user_checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    """Tests never read or write the real ``~/.napari-segloss/checkpoints``."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path_factory.mktemp("user_checkpoints")))
-    yield
-    mp.undo()
+@pytest.fixture(autouse=True)
+def _isolated_user_checkpoints(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own empty user checkpoint folder: tests never read or write the real
+    ``~/.napari-segloss/checkpoints``, nor see each other's fine-tuned checkpoints."""
+    monkeypatch.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path_factory.mktemp("user_checkpoints")))
 
 
 @pytest.fixture(scope="session")

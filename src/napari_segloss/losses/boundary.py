@@ -500,7 +500,8 @@ def _ring_sum(x: torch.Tensor, radius: int = 2) -> torch.Tensor:
         summary="Makes the network's internal description of pixels on the tumour edge resemble that of nearby "
         "correctly classified pixels of the same tissue and differ from the other tissue; added to cross-entropy.",
         reference="Wu D, Guo Z, Li A, Yu C, Gao C, Sang N. Conditional boundary loss for semantic segmentation. "
-        "IEEE Transactions on Image Processing 32:3717-3731, 2023.",
+        "IEEE Transactions on Image Processing 32:3717-3731, 2023. PMID 37405882, "
+        "https://pubmed.ncbi.nlm.nih.gov/37405882/",
         defaults={"context_weight": 1.0, "nce_weight": 0.2, "cn_weight": 2.0, "dilation": 0.02},
         bounds={"context_weight": (0.0, None), "nce_weight": (0.0, None), "cn_weight": (0.0, None),
                 "dilation": (0.0, 0.5)},
@@ -753,7 +754,7 @@ class RegionWiseLoss(SegLoss):
         "distance from the true outline.",
         reference="Al Arif SMMR, Knapp K, Slabaugh G. Shape-aware deep convolutional neural network for vertebrae "
         "segmentation. Computational Methods and Clinical Applications in Musculoskeletal Imaging (MSKI 2017, "
-        "MICCAI workshop), LNCS 10734, pp. 12-24, 2018.",
+        "MICCAI workshop), LNCS 10734, pp. 12-24, 2018. doi:10.1007/978-3-319-74113-0_2",
         dims=frozenset({2, 3}),
         notes="Reconstructed (no reference code; the paper and Jadon's survey only say E is the average "
         "point-to-curve distance between the predicted and true contours): L = mean_i CE_i + mean_i E_i·CE_i "
