@@ -118,7 +118,7 @@ def test_fine_tune_from_the_tab_appears_in_the_widget_pickers(make_napari_viewer
                                                                 monkeypatch):
     from napari_segloss.data.synthetic import generate_slice
 
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path / ".napari-segloss" / "checkpoints"))
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
     sample = generate_slice(6, 128)
