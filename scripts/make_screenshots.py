@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_segloss.checkpoints import list_checkpoints
 
     names = [info.name for info in list_checkpoints()]
-    wanted = [n for n in DEMO_LOSSES if n in names] or names[:3]
+    wanted = [n for n in ("unified_focal", "dice", "focal") if n in names] or [n for n in DEMO_LOSSES if n in names] or names[:3]
     if len(wanted) < 3:
         raise SystemExit(f"need 3 checkpoints, found {names}; run `make weights` or pass --train-demo DIR")
 
