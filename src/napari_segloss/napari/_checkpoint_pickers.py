@@ -47,7 +47,8 @@ class CheckpointCombo(QComboBox):
         self.setModel(self._model)
 
     def set_checkpoints(self, infos: Sequence[CheckpointInfo]) -> None:
-        """Fill the list; keeps the current checkpoint selected when it is still there."""
+        """Fill the list; keeps the current checkpoint selected when it is still there, else selects
+        the plain Dice checkpoint (or the first one)."""
         keep = self.current_name()
         self.blockSignals(True)
         self._model.clear()
@@ -65,7 +66,9 @@ class CheckpointCombo(QComboBox):
                 self._model.appendRow(item)
         rows = [r for r in range(self._model.rowCount()) if self._model.item(r).data(_INFO_ROLE) is not None]
         names = [self._model.item(r).data(_INFO_ROLE).name for r in rows]
-        self.setCurrentIndex(rows[names.index(keep)] if keep in names else (rows[0] if rows else -1))
+        # Default: the plain Dice checkpoint, the reference every other loss is compared with.
+        reference = [r for r in rows if self._model.item(r).data(_INFO_ROLE).loss == "dice"]
+        self.setCurrentIndex(rows[names.index(keep)] if keep in names else ((reference or rows)[0] if rows else -1))
         self.blockSignals(False)
         self.currentIndexChanged.emit(self.currentIndex())
 

@@ -16,6 +16,7 @@ def open_demo(dims: int = 2, *, show: bool = True) -> napari.Viewer:
         show: whether to show the window (tests pass ``False``).
     """
     viewer = napari.Viewer(title="napari-segloss demo", show=show)
+    viewer.window.resize(1600, 1000)
     viewer.open_sample(PLUGIN, SAMPLE_KEYS[dims])
     viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
     return viewer
