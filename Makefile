@@ -34,7 +34,7 @@ qt-debs:
 
 demo: install qt-debs
 	@if [ -n "$$DISPLAY" ]; then $(VENV)/bin/napari-segloss demo; \
-	else xvfb-run -a -s "-screen 0 1600x1000x24" $(VENV)/bin/napari-segloss demo --screenshot docs/demo.png && echo "no display: saved a screenshot to docs/demo.png"; fi
+	else mkdir -p build && xvfb-run -a -s "-screen 0 1600x1000x24" $(VENV)/bin/napari-segloss demo --screenshot build/demo.png && echo "no display: saved a screenshot of the demo to build/demo.png"; fi
 
 test: install qt-debs
 	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -q tests
