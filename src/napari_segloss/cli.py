@@ -18,22 +18,9 @@ class CLIError(Exception):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import napari
+    from napari_segloss.napari._demo import run_demo
 
-    from napari_segloss.napari._demo import open_demo
-
-    viewer = open_demo(dims=args.dims)
-    if args.screenshot:
-        from qtpy.QtWidgets import QApplication
-
-        for _ in range(20):
-            QApplication.processEvents()
-        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
-        print(f"saved screenshot to {args.screenshot}")
-        viewer.close()
-        return 0
-    napari.run()
-    return 0
+    return run_demo(dims=args.dims, screenshot=args.screenshot)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

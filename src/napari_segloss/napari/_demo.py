@@ -20,3 +20,19 @@ def open_demo(dims: int = 2, *, show: bool = True) -> napari.Viewer:
     viewer.open_sample(PLUGIN, SAMPLE_KEYS[dims])
     viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
     return viewer
+
+
+def run_demo(dims: int = 2, screenshot: str | None = None) -> int:
+    """``napari-segloss demo``: run the viewer, or save a screenshot of the whole window and exit."""
+    viewer = open_demo(dims=dims)
+    if screenshot:
+        from qtpy.QtWidgets import QApplication
+
+        for _ in range(20):
+            QApplication.processEvents()
+        viewer.screenshot(screenshot, canvas_only=False, flash=False)
+        print(f"saved screenshot to {screenshot}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
