@@ -38,6 +38,7 @@ from napari_segloss import __version__
 from napari_segloss.batch import report
 from napari_segloss.batch.archive import ArchiveError, safe_extract
 from napari_segloss.batch.pairing import Discovery, Entry, Item, discover
+from napari_segloss.io.writers import publish
 from napari_segloss.batch.errors import BatchCancelled, BatchError
 from napari_segloss.batch.executors import run_chunks
 from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
@@ -216,19 +217,8 @@ class _Thumbnails:
 
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``out``: atomic replace, or a hard link that fails if ``out``
-    appeared meanwhile."""
-    if overwrite:
-        os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)") from None
-    except OSError:  # file system without hard links
-        if out.exists():
-            raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)") from None
-        os.replace(tmp, out)
+    """Move the finished ZIP ``tmp`` to ``out`` (see :func:`napari_segloss.io.writers.publish`)."""
+    publish(tmp, out, overwrite=overwrite, hint="pass overwrite=True / --overwrite to replace it")
     tmp.unlink(missing_ok=True)
 
 

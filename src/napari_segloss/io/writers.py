@@ -36,6 +36,23 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def publish(tmp: Path, path: Path, *, overwrite: bool, hint: str = "pass overwrite=True to replace it") -> None:
+    """Move the finished file ``tmp`` to ``path`` (same folder): an atomic replace with
+    ``overwrite``, else a hard link that fails with ``FileExistsError`` if ``path`` appeared
+    meanwhile (``hint`` says how to replace it). The caller removes ``tmp`` afterwards."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path}: file exists ({hint})") from None
+    except OSError:  # file system without hard links
+        if path.exists():
+            raise FileExistsError(f"{path}: file exists ({hint})") from None
+        os.replace(tmp, path)
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path`` and rename it to ``path``.
 
@@ -51,17 +68,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, ove
         pass
     try:
         write(tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
-            except OSError:  # file system without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
-                os.replace(tmp, path)
+        publish(tmp, path, overwrite=overwrite)
     finally:
         tmp.unlink(missing_ok=True)
     return path
