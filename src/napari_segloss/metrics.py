@@ -64,6 +64,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import KDTree
 
+from napari_segloss.spacing import check_spacing
+
 #: the keys of :func:`compute`'s dict, in display order
 METRIC_KEYS: tuple[str, ...] = (
     "dice",
@@ -135,17 +137,6 @@ def _as_mask(array: np.ndarray, name: str) -> np.ndarray:
     return arr != 0
 
 
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    values = tuple(float(s) for s in spacing)
-    if len(values) != ndim:
-        raise ValueError(f"spacing {values} needs one value (mm) per array axis: {ndim} for a {ndim}D mask")
-    if not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be positive finite mm values, got {values}")
-    return values
-
-
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator else math.nan
 
@@ -180,7 +171,7 @@ def fbeta(pred: np.ndarray, truth: np.ndarray, beta: float = 1.0) -> float:
 def volume(mask: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     """Physical size of a binary mask: voxel count x prod(spacing), mm² for 2D, mm³ for 3D."""
     m = _as_mask(mask, "mask")
-    return int(np.count_nonzero(m)) * math.prod(_check_spacing(spacing, m.ndim))
+    return int(np.count_nonzero(m)) * math.prod(check_spacing(spacing, m.ndim))
 
 
 def to_ml(volume_mm3: float) -> float:
@@ -215,7 +206,7 @@ def surface_distances(
     arrays. The computation is cropped to the union bounding box, which leaves it exact.
     """
     p, t = check_masks(pred, truth)
-    return _surface_distances(p, t, _check_spacing(spacing, p.ndim))
+    return _surface_distances(p, t, check_spacing(spacing, p.ndim))
 
 
 def _surface_distances(
@@ -270,7 +261,7 @@ def compute(
             negative / non-finite tolerance.
     """
     p, t = check_masks(pred, truth)
-    sp = _check_spacing(spacing, p.ndim)
+    sp = check_spacing(spacing, p.ndim)
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ValueError(f"tolerance_mm must be a finite value >= 0, got {tolerance_mm}")
     return _compute(p, t, sp, float(tolerance_mm))
@@ -336,7 +327,7 @@ def per_slice(
     p, t = check_masks(pred, truth)
     if p.ndim != 3:
         raise ValueError(f"per_slice needs 3D masks, got shape {p.shape}")
-    sp = _check_spacing(spacing, 3)
+    sp = check_spacing(spacing, 3)
     if not -3 <= axis < 3:
         raise ValueError(f"axis must be in -3..2, got {axis}")
     axis %= 3

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_segloss.spacing import check_spacing
+
 ARRAY_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz")
 
 _SOP_CLASS = {
@@ -84,17 +86,6 @@ def _compact_integers(data: np.ndarray) -> np.ndarray:
             if hi <= np.iinfo(dtype).max:
                 return data.astype(dtype)
     return data
-
-
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    values = tuple(float(s) for s in spacing)
-    if len(values) != ndim:
-        raise ValueError(f"spacing {values} has {len(values)} values for {ndim} spatial axes")
-    if not all(np.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be positive finite mm values, got {values}")
-    return values
 
 
 def _png_array(data: np.ndarray) -> np.ndarray:
@@ -185,7 +176,7 @@ def write_array(
     if suffix not in ARRAY_SUFFIXES:
         raise ValueError(f"{path}: unsupported extension {suffix!r}; supported: {', '.join(ARRAY_SUFFIXES)}")
     arr = _compact_integers(arr.astype(np.uint8) if arr.dtype == bool else arr)
-    sp = _check_spacing(spacing, arr.ndim)
+    sp = check_spacing(spacing, arr.ndim)
     if suffix in (".tif", ".tiff"):
         return _atomic_write(path, lambda tmp: _write_tiff(tmp, arr, sp), overwrite=overwrite)
     return _atomic_write(path, lambda tmp: _write_nifti(tmp, arr, sp), overwrite=overwrite)
@@ -290,7 +281,7 @@ def write_dicom_series(
     if vol.ndim != 3 or 0 in vol.shape:
         raise ValueError(f"expected a (Z, H, W) or (H, W) volume, got shape {np.shape(volume)}")
     stored = vol.astype(_stored_dtype(vol))
-    dz, dy, dx = _check_spacing(spacing, 3)
+    dz, dy, dx = check_spacing(spacing, 3)
     row, col, normal = _orientation(orientation)
     start = np.asarray(origin, dtype=float)
     if start.shape != (3,):

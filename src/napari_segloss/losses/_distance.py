@@ -22,20 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-
-def check_spacing(spacing: Sequence[float] | np.ndarray | None, ndim: int) -> tuple[float, ...]:
-    """Validate ``spacing`` (mm per spatial axis) for ``ndim`` spatial axes; ``None`` -> all 1.
-
-    Raises ``ValueError`` for a wrong length or non-positive / non-finite values.
-    """
-    if spacing is None:
-        return (1.0,) * ndim
-    values = tuple(float(s) for s in np.asarray(spacing, dtype=float).ravel())
-    if len(values) != ndim:
-        raise ValueError(f"spacing needs {ndim} values (mm per spatial axis), got {len(values)}")
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing must be positive and finite, got {values}")
-    return values
+from napari_segloss.spacing import check_spacing
 
 
 def signed_distance(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
