@@ -393,16 +393,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=4)
 def load_inverse_net(path: str | Path | None = None) -> InverseNet:
     """The frozen InverseForm net from ``path`` (default ``weights_dir()/aux/inverseform.safetensors``).
 
     The sibling ``.json`` card gives the architecture and the file's SHA-256, which is checked.
     Loaded with safetensors (no pickle), strict, in eval mode, float32, parameters frozen.
+    Cached per resolved file, so a changed ``NAPARI_SEGLOSS_WEIGHTS`` is honoured.
     """
+    return _load_inverse_net(Path(path) if path is not None else weights_dir() / INVERSEFORM_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_inverse_net(weights: Path) -> InverseNet:
     from safetensors.torch import load_file
 
-    weights = Path(path) if path is not None else weights_dir() / INVERSEFORM_FILE
     card_path = weights.with_suffix(".json")
     if not weights.is_file() or not card_path.is_file():
         raise FileNotFoundError(
