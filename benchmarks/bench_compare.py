@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_baseline as seed  # noqa: E402  (a sibling script, not a package)
 
 from napari_segloss import __version__, checkpoints, metrics, overlays  # noqa: E402
-from napari_segloss.batch.process import predict_many  # noqa: E402
+from napari_segloss.inference import predict_many  # noqa: E402
 from napari_segloss.checkpoints import CHECKPOINTS_ENV, ModelCard, list_checkpoints, load, save_checkpoint  # noqa: E402
 from napari_segloss.data.synthetic import generate_slice, generate_volume, split_seeds  # noqa: E402
 from napari_segloss.inference import predict  # noqa: E402
@@ -202,7 +202,7 @@ def bench_throughput(samples: list[Any], seed_model: torch.nn.Module, loaded: An
     paths = {
         "seed": lambda: [seed.predict(seed_model, im) for im in images],
         "engine": lambda: [predict(im, loaded, device=device) for im in images],
-        "engine_batched": lambda: [predict_many(images[i : i + 16], card, str(device)) for i in range(0, len(images), 16)],
+        "engine_batched": lambda: [predict_many(images[i : i + 16], card, device=device) for i in range(0, len(images), 16)],
     }
     seconds: dict[str, list[float]] = {key: [] for key in paths}
     for round_ in range(repeat + 1):

@@ -21,7 +21,7 @@ from napari_segloss import batch, metrics
 from napari_segloss.batch import archive, process, runner, samples
 from napari_segloss.cli import main
 from napari_segloss.data.synthetic import generate_slice
-from napari_segloss.inference import predict
+from napari_segloss.inference import InferenceCancelled, predict, predict_many
 from napari_segloss.io import read_scans
 from napari_segloss.io.writers import write_dicom_series
 
@@ -234,9 +234,20 @@ def test_chunks_group_equal_2d_shapes_only() -> None:
 def test_batched_forward_equals_predict(tiny_checkpoint_dir: Path) -> None:
     images = [generate_slice(s, SIZE).image for s in range(3)]
     ckpt = str(tiny_checkpoint_dir / "tiny_focal.json")
-    batched = process.predict_many(images, ckpt, "cpu")
+    batched = predict_many(images, ckpt, device="cpu")
     for image, prob in zip(images, batched):
         np.testing.assert_allclose(prob, predict(image, ckpt, device="cpu").probability, atol=1e-5)
+
+
+def test_predict_many_mixed_shapes_and_cancel(tiny_checkpoint_dir: Path) -> None:
+    ckpt = str(tiny_checkpoint_dir / "tiny_focal.json")
+    volume = np.stack([generate_slice(s, SIZE).image for s in range(2)])
+    flat = generate_slice(5, SIZE).image[:48, :40]
+    probs = predict_many([volume, flat], ckpt, device="cpu")
+    assert [p.shape for p in probs] == [volume.shape, flat.shape]
+    np.testing.assert_allclose(probs[0], predict(volume, ckpt, device="cpu").probability, atol=1e-5)
+    with pytest.raises(InferenceCancelled):
+        predict_many([flat, flat], ckpt, device="cpu", cancel=lambda: True)
 
 
 # --- a full run --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,3 +226,40 @@ def predict(
         "napari_segloss_version": __version__,
     }
     return Prediction(probability, spacing, card.name, metadata)
+
+
+def predict_many(
+    images: Sequence[np.ndarray],
+    checkpoint: str | os.PathLike | LoadedCheckpoint,
+    *,
+    device: str | torch.device = "auto",
+    cancel: CancelCallback | None = None,
+) -> list[np.ndarray]:
+    """Float32 foreground probabilities of several images under one checkpoint.
+
+    2D images of one shape and layout run as batches of :func:`batch_size_for` slices, each image
+    normalised on its own exactly as :func:`predict` does (so the results equal ``predict``'s);
+    volumes and mixed shapes go image by image through :func:`predict`.
+
+    Args:
+        images: each as :func:`predict` accepts it.
+        checkpoint: registry name, card/weights path, or a :class:`LoadedCheckpoint`.
+        device: as for :func:`predict` (no CPU fallback here: the caller decides what to retry).
+        cancel: called before each batch; returning True raises :class:`InferenceCancelled`.
+    Returns:
+        one probability array per image, with that image's spatial shape.
+    """
+    dev = resolve_device(device)
+    loaded = _prepared(checkpoint, dev)
+    card = loaded.card
+    if len(images) > 1 and len({np.shape(image) for image in images}) == 1:
+        parts = [_model_input(image, card.input_channels, card.normalization) for image in images]
+        if all(ndim == 2 for _, ndim in parts):
+            data = np.concatenate([part for part, _ in parts])
+            out = np.empty((data.shape[0], *data.shape[-2:]), dtype=np.float32)
+            for part in batches(data.shape[0], batch_size_for(*data.shape[-2:])):
+                if cancel is not None and cancel():
+                    raise InferenceCancelled(f"cancelled after {part.start} of {data.shape[0]} images")
+                out[part] = _forward_batch(loaded.model, data[part], dev)
+            return list(out)
+    return [predict(image, loaded, device=dev, cancel=cancel).probability for image in images]

@@ -20,7 +20,7 @@ import numpy as np
 from napari_segloss import metrics, overlays
 from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
 from napari_segloss.batch.samples import Sample
-from napari_segloss.inference import InferenceCancelled, Prediction, _forward_batch, _model_input, _prepared, predict
+from napari_segloss.inference import InferenceCancelled, Prediction, predict, predict_many
 from napari_segloss.models import resolve_device
 
 #: the outputs written per sample and checkpoint (the difference overlay needs ground truth)
@@ -80,32 +80,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def predict_many(
-    images: Sequence[np.ndarray], checkpoint: str, device: str, cancel: Callable[[], bool] | None = None
-) -> list[np.ndarray]:
-    """Float32 probabilities of each image (its spatial shape) under ``checkpoint`` (a path or name).
-
-    2D images of one shape and layout run as one batch, each normalised on its own exactly as
-    :func:`~napari_segloss.inference.predict` does (so the results equal ``predict``'s); volumes
-    and mixed shapes go image by image through ``predict``.
-    """
-    dev = resolve_device(device)
-    loaded = _prepared(checkpoint, dev)
-    card = loaded.card
-    if len(images) > 1 and len({np.shape(image) for image in images}) == 1:
-        parts = [_model_input(image, card.input_channels, card.normalization) for image in images]
-        if all(ndim == 2 for _, ndim in parts):
-            return list(_forward_batch(loaded.model, np.concatenate([data for data, _ in parts]), dev))
-    return [predict(image, loaded, device=dev, cancel=cancel).probability for image in images]
-
-
 def _probabilities(
     samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
 ) -> list[np.ndarray | Exception]:
-    """:func:`predict_many` over the samples; when the batch fails (device out of memory, one odd
+    """:func:`~napari_segloss.inference.predict_many` over the samples; when the batch fails (device out of memory, one odd
     image), again one by one so that the error is attributed to its sample."""
     try:
-        return list(predict_many([s.image for s in samples], ref.path, job.device, cancel))
+        return list(predict_many([s.image for s in samples], ref.path, device=job.device, cancel=cancel))
     except InferenceCancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
@@ -114,7 +95,7 @@ def _probabilities(
     results: list[np.ndarray | Exception] = []
     for sample in samples:
         try:
-            results.append(predict_many([sample.image], ref.path, job.device, cancel)[0])
+            results.append(predict_many([sample.image], ref.path, device=job.device, cancel=cancel)[0])
         except InferenceCancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - see above

@@ -116,7 +116,12 @@ def breakdown_table(cards: Sequence[Mapping[str, Any]]) -> str:
 
 
 def curves_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Training loss (normalised to its first epoch) and validation Dice per epoch, every card."""
+    """Training loss (min-max rescaled per loss) and validation Dice per epoch, every card.
+
+    Losses live on different scales and some are negative (Combo, region-wise), so each loss curve
+    is rescaled to [0, 1] over its own epochs (1 = its highest epoch, 0 = its lowest): the panel
+    compares how fast and how smoothly each loss converges, not the values.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,10 +134,12 @@ def curves_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         loss = np.array([h.get("train_loss") or np.nan for h in card["history"]], dtype=float)
         dice = [h.get("val_dice") for h in card["history"]]
         c = colours.get(card["family"], "grey")
-        if loss.size and loss[0]:
-            ax_loss.plot(epochs, loss / abs(loss[0]), color=c, alpha=0.6, lw=1)
+        span = np.nanmax(loss) - np.nanmin(loss) if np.isfinite(loss).any() else 0.0
+        if span > 0:
+            ax_loss.plot(epochs, (loss - np.nanmin(loss)) / span, color=c, alpha=0.6, lw=1)
         ax_dice.plot(epochs, [np.nan if d is None else d for d in dice], color=c, alpha=0.6, lw=1)
-    ax_loss.set(xlabel="epoch", ylabel="training loss / first-epoch loss", title="Training loss (relative)")
+    ax_loss.set(xlabel="epoch", ylabel="training loss, rescaled per loss",
+               title="Training loss (each loss scaled to [0, 1])", ylim=(-0.02, 1.02))
     ax_dice.set(xlabel="epoch", ylabel="validation Dice", title="Validation Dice", ylim=(0, 1))
     for family, c in colours.items():
         ax_dice.plot([], [], color=c, label=family)
