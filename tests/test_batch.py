@@ -239,6 +239,23 @@ def test_batched_forward_equals_predict(tiny_checkpoint_dir: Path) -> None:
         np.testing.assert_allclose(prob, predict(image, ckpt, device="cpu").probability, atol=1e-5)
 
 
+def test_resample_runs_each_image_at_its_own_spacing(tiny_checkpoint_dir: Path) -> None:
+    ckpt = str(tiny_checkpoint_dir / "tiny_focal.json")
+    ref = process.CheckpointRef("tiny_focal", "focal", "pixel", ckpt)
+    images = [generate_slice(s, SIZE).image for s in range(2)]
+    stream = [samples.Sample(f"s{i}", image, None, (0.5 * (i + 1),) * 2, False) for i, image in enumerate(images)]
+    for resample in (False, True):
+        job = process.Job((ref,), device="cpu", resample=resample)
+        probs = process._probabilities(stream, ref, job, None)
+        for sample, prob in zip(stream, probs):
+            expected = predict(sample.image, ckpt, device="cpu", spacing=sample.spacing, resample=resample)
+            np.testing.assert_allclose(prob, expected.probability, atol=1e-5)
+    # at 0.5 mm the resampled run differs from the plain one; at 1 mm (the card's) it does not
+    plain = process._probabilities(stream, ref, process.Job((ref,), device="cpu"), None)
+    assert not np.allclose(plain[0], probs[0], atol=1e-3)
+    np.testing.assert_allclose(plain[1], probs[1], atol=1e-5)
+
+
 def test_predict_many_mixed_shapes_and_cancel(tiny_checkpoint_dir: Path) -> None:
     ckpt = str(tiny_checkpoint_dir / "tiny_focal.json")
     volume = np.stack([generate_slice(s, SIZE).image for s in range(2)])

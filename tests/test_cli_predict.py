@@ -102,6 +102,19 @@ def test_volume_writes_tiffs_with_spacing(tiny_registry, files, tmp_path, capsys
     assert record["volume_truth"] == pytest.approx(truth.sum() * 2.5 * 0.8 * 0.8)
 
 
+def test_resample_runs_at_the_card_pixel_size(tiny_registry, files, tmp_path):
+    plain, resampled = tmp_path / "plain", tmp_path / "resampled"
+    args = ["predict", str(files["volume"]), "--checkpoint", "tiny_focal"]
+    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--resample", "--out", str(resampled)]) == 0
+    report = json.loads((resampled / "metrics.json").read_text())
+    assert report["resample"] is True and json.loads((plain / "metrics.json").read_text())["resample"] is False
+    record = report["results"][0]["metadata"]
+    assert record["resampled_to_mm"] == [1.0, 1.0]  # the tiny card's pixel size; the file has 0.8 mm
+    heat = [read_scans(folder / "tiny_focal" / "heatmap.tif")[0].data for folder in (plain, resampled)]
+    assert heat[0].shape == heat[1].shape == (4, 96, 80) and not np.allclose(heat[0], heat[1])
+
+
 def test_without_mask_default_checkpoint_and_threshold(tiny_registry, files, tmp_path, capsys):
     low, high = tmp_path / "low", tmp_path / "high"
     assert main(["predict", str(files["image"]), "--threshold", "0.1", "--out", str(low)]) == 0

@@ -176,11 +176,28 @@ def test_mask_threshold_after_the_fact(tiny):
         (np.zeros((8, 8)), {"spacing": (1.0, 1.0, 1.0)}, "spacing"),
         (np.zeros((8, 8)), {"spacing": (1.0, -1.0)}, "spacing"),
         (np.zeros((8, 8)), {"device": "tpu"}, "device"),
+        (np.zeros((8, 8)), {"resample": True}, "spacing"),
     ],
 )
 def test_invalid_inputs_are_value_errors(tiny, image, kwargs, message):
     with pytest.raises(ValueError, match=message):
         predict(image, tiny, **kwargs)
+
+
+def test_resampling_to_the_card_pixel_size(tiny, monkeypatch):
+    image = _image((3, 80, 96))
+    plain = predict(image, tiny)
+    same = predict(image, tiny, spacing=(2.0, 1.0, 1.0), resample=True)  # the card's 1 mm already
+    np.testing.assert_allclose(same.probability, plain.probability, atol=1e-6)
+    assert same.metadata["resampled_to_mm"] == [1.0, 1.0] and plain.metadata["resampled_to_mm"] is None
+    assert inference.resampled_size((80, 96), (0.5, 2.0), (1.0, 1.0)) == (40, 192)
+    calls = []
+    real_forward = inference._forward_batch
+    monkeypatch.setattr(inference, "_forward_batch",
+                        lambda model, batch, device: calls.append(batch.shape) or real_forward(model, batch, device))
+    half = predict(image, tiny, spacing=(2.0, 0.5, 0.5), resample=True)
+    assert calls and all(shape[-2:] == (40, 48) for shape in calls)  # the network saw 1 mm pixels
+    assert half.probability.shape == image.shape and 0 <= half.probability.min() <= half.probability.max() <= 1
 
 
 def test_gpu_oom_falls_back_to_cpu(tiny, monkeypatch):

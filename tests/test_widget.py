@@ -340,6 +340,20 @@ def test_anisotropic_volume_geometry_and_slice_metrics(widget, qtbot):
     assert shown == [metrics.format_value(k, expected[k], ndim=2) for k in metrics.METRIC_KEYS]
 
 
+def test_resample_option_runs_at_the_card_pixel_size(widget, qtbot, slice2d):
+    w, viewer = widget, widget.viewer
+    _add_scan(viewer, slice2d)  # about 2.4 mm pixels; the tiny cards say 1 mm
+    w.run_tab.combo.select("tiny_bce")
+    assert not w.inputs.resample()  # off by default: a layer's scale is not always its pixel size
+    w.inputs.resample_check.setChecked(True)
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    shown = _result_layers(viewer, "tiny_bce")["probability"].data
+    expected = predict(slice2d.image, "tiny_bce", device="cpu", spacing=slice2d.spacing, resample=True)
+    assert expected.metadata["resampled_to_mm"] == [1.0, 1.0]
+    np.testing.assert_allclose(shown, expected.probability, atol=1e-5)
+    assert not np.allclose(shown, predict(slice2d.image, "tiny_bce", device="cpu").probability, atol=1e-3)
+
+
 def test_messages_for_invalid_inputs(widget, qtbot, slice2d):
     w, viewer = widget, widget.viewer
     image, _ = _add_scan(viewer, slice2d, truth=False)

@@ -46,9 +46,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_threads(threads: int) -> None:
+    """Set torch's CPU threads from ``--threads`` (0: ``NAPARI_SEGLOSS_THREADS`` or torch's default)."""
+    from napari_segloss.threads import apply_thread_policy
+
+    try:
+        apply_thread_policy(threads)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_segloss.predict_cli import PredictError, run
 
+    _apply_threads(args.threads)
     try:
         return run(args)
     except PredictError as exc:
@@ -59,6 +70,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from napari_segloss.batch import BatchError
     from napari_segloss.batch.console import run_command
 
+    _apply_threads(args.threads)
     try:
         return run_command(args)
     except (BatchError, FileExistsError) as exc:
@@ -88,6 +100,20 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+RESAMPLE_HELP = "run the network at the checkpoint's training pixel size (the file's spacing decides) and map back"
+THREADS_HELP = "torch CPU threads (default 0: $NAPARI_SEGLOSS_THREADS if set, else one per core)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -111,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the mask")
     pr.add_argument("--out", metavar="DIR", help="output folder (default: ./<image name>_segloss)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    pr.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
+    pr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     pr.set_defaults(handler=_cmd_predict)
 
     ba = sub.add_parser("batch", help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
@@ -126,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     ba.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the masks")
     ba.add_argument("--overwrite", action="store_true", help="replace an existing result ZIP")
+    ba.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
+    ba.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     ba.add_argument("--scheduler", metavar="ADDRESS",
                     help="dask.distributed scheduler (tcp://host:8786); workers need the checkpoint files")
     ba.add_argument("--quiet", action="store_true", help="no progress bar")

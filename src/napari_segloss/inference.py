@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from napari_segloss import __version__
 from napari_segloss.checkpoints import LoadedCheckpoint, load
@@ -150,6 +151,20 @@ def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.devi
     return prob.cpu().numpy()
 
 
+def resampled_size(shape: tuple[int, int], spacing: tuple[float, float], target: tuple[float, float]) -> tuple[int, int]:
+    """In-plane ``(H, W)`` that covers the same field of view at the ``target`` pixel size (mm)."""
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))  # type: ignore[return-value]
+
+
+def _resize(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of the last two axes of float32 ``(N, C, H, W)`` (pixel-area aligned)."""
+    if tuple(data.shape[-2:]) == tuple(size):
+        return data
+    x = torch.from_numpy(np.ascontiguousarray(data))
+    out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.numpy()
+
+
 def _prepared(checkpoint: str | os.PathLike | LoadedCheckpoint, device: torch.device) -> LoadedCheckpoint:
     if isinstance(checkpoint, LoadedCheckpoint) and checkpoint.device == device:
         loaded = checkpoint
@@ -167,6 +182,7 @@ def predict(
     *,
     device: str | torch.device = "auto",
     spacing: tuple[float, ...] | None = None,
+    resample: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> Prediction:
@@ -178,6 +194,11 @@ def predict(
         checkpoint: registry name, card/weights path, or a :class:`LoadedCheckpoint`.
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:i]"``, ``"mps"``.
         spacing: mm per spatial axis, carried to the result (one value per spatial axis).
+        resample: run the network at the checkpoint's training pixel size
+            (``card.pixel_spacing_mm``): each slice is resized in-plane (bilinear, antialiased)
+            from ``spacing`` to it and the probabilities are resized back to the input grid.
+            Needs ``spacing``; ignored for checkpoints whose card has no pixel spacing (the
+            metadata says whether it happened). Off by default: a PNG's spacing is unknown.
         progress: ``progress(done_slices, total_slices)``, called before the first batch and
             after each one.
         cancel: called before each batch; returning True raises :class:`InferenceCancelled`.
@@ -193,6 +214,13 @@ def predict(
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != spatial_ndim or not all(s > 0 and math.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be {spatial_ndim} positive numbers (mm), got {spacing}")
+    if resample and spacing is None:
+        raise ValueError("resample=True needs the image's spacing (mm per axis)")
+    in_plane = tuple(data.shape[-2:])
+    resampled_to = None
+    if resample and card.pixel_spacing_mm:
+        resampled_to = tuple(card.pixel_spacing_mm[-2:])
+        data = _resize(data, resampled_size(in_plane, spacing[-2:], resampled_to))  # type: ignore[index,arg-type]
     total = data.shape[0]
     out = np.empty((total, *data.shape[-2:]), dtype=np.float32)
     plan = batches(total, batch_size_for(*data.shape[-2:], budget_bytes=DEFAULT_BUDGET_BYTES))
@@ -216,6 +244,8 @@ def predict(
             progress(part.stop, total)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
+    if out.shape[-2:] != in_plane:
+        out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
     probability = out[0] if spatial_ndim == 2 else out
     metadata = {
         "checkpoint": card.name,
@@ -224,6 +254,7 @@ def predict(
         "device": str(dev),
         "seconds": round(time.perf_counter() - start, 4),
         "napari_segloss_version": __version__,
+        "resampled_to_mm": list(resampled_to) if resampled_to else None,
     }
     return Prediction(probability, spacing, card.name, metadata)
 

@@ -194,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
                         done[0] = count
 
                     try:
-                        prediction = predict(scan.data, checkpoint, device=device, spacing=scan.spacing, progress=step)
+                        prediction = predict(scan.data, checkpoint, device=device, spacing=scan.spacing,
+                                             resample=args.resample, progress=step)
                     except ValueError as exc:
                         raise PredictError(f"{scan.name}: {exc}") from None
                     mask = prediction.mask(args.threshold)
@@ -236,6 +237,7 @@ def _write_reports(tmp: Path, rows: list[dict], records: list[dict], args: argpa
         "image": str(args.image),
         "mask": args.mask,
         "threshold": args.threshold,
+        "resample": args.resample,
         "device": str(device),
         "scans": [{"name": s.name, "shape": list(shape), "spacing_mm": list(s.spacing)} for s, shape in zip(scans, spatial)],
         "results": records,

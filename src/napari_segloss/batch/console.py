@@ -34,6 +34,7 @@ def run_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             scheduler=args.scheduler,
             overwrite=args.overwrite,
+            resample=args.resample,
             progress=progress,
         )
     finally:

@@ -43,13 +43,15 @@ class CheckpointRef:
 @dataclass(frozen=True)
 class Job:
     """Settings shared by every chunk: checkpoints, device, mask ``threshold`` in [0, 1],
-    NSD ``tolerance_mm`` and the thumbnail size in pixels."""
+    NSD ``tolerance_mm``, the thumbnail size in pixels and whether each image is resampled to
+    the checkpoint's training pixel size (``predict(resample=True)``, one image at a time)."""
 
     checkpoints: tuple[CheckpointRef, ...]
     device: str = "auto"
     threshold: float = 0.5
     tolerance_mm: float = 1.0
     thumbnail_px: int = 160
+    resample: bool = False
 
 
 @dataclass
@@ -83,8 +85,14 @@ def _describe(exc: BaseException) -> str:
 def _probabilities(
     samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
 ) -> list[np.ndarray | Exception]:
-    """:func:`~napari_segloss.inference.predict_many` over the samples; when the batch fails (device out of memory, one odd
-    image), again one by one so that the error is attributed to its sample."""
+    """Probabilities of each sample (or the exception that stopped it).
+
+    :func:`~napari_segloss.inference.predict_many` over the samples; when that batch fails (device
+    out of memory, one odd image), again one by one so that the error is attributed to its sample.
+    With ``job.resample`` every image runs on its own (its spacing decides its resampling).
+    """
+    if job.resample:  # per-image spacing: no shared batch
+        return [_one_probability(s, ref, job, cancel) for s in samples]
     try:
         return list(predict_many([s.image for s in samples], ref.path, device=job.device, cancel=cancel))
     except InferenceCancelled:
@@ -92,15 +100,20 @@ def _probabilities(
     except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
         if len(samples) == 1:
             return [exc]
-    results: list[np.ndarray | Exception] = []
-    for sample in samples:
-        try:
-            results.append(predict_many([sample.image], ref.path, device=job.device, cancel=cancel)[0])
-        except InferenceCancelled:
-            raise
-        except Exception as exc:  # noqa: BLE001 - see above
-            results.append(exc)
-    return results
+    return [_one_probability(s, ref, job, cancel) for s in samples]
+
+
+def _one_probability(
+    sample: Sample, ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
+) -> np.ndarray | Exception:
+    """One sample's probabilities, or the exception that stopped it (cancelling still raises)."""
+    try:
+        return predict(sample.image, ref.path, device=job.device, spacing=sample.spacing, resample=job.resample,
+                       cancel=cancel).probability
+    except InferenceCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
+        return exc
 
 
 def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job) -> dict[str, Any]:

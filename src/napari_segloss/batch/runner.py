@@ -233,6 +233,7 @@ def run_batch(
     scheduler: str | None = None,
     overwrite: bool = False,
     tolerance_mm: float = 1.0,
+    resample: bool = False,
     max_thumbnails: int = MAX_THUMBNAILS,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -250,6 +251,8 @@ def run_batch(
             at the same paths.
         overwrite: replace an existing ``out``.
         tolerance_mm: NSD tolerance.
+        resample: run each image at the checkpoint's training pixel size (its spacing from the
+            file; see :func:`napari_segloss.inference.predict`).
         max_thumbnails: images in the report's thumbnail grid.
         progress: called with a :class:`BatchProgress` at the start and after each item.
         cancel: polled between batches; True stops the run with :class:`BatchCancelled`.
@@ -267,7 +270,7 @@ def run_batch(
         except ValueError as exc:
             raise BatchError(str(exc)) from None
     refs = resolve_checkpoints([checkpoints] if isinstance(checkpoints, str) else checkpoints)
-    job = Job(refs, device=device, threshold=float(threshold), tolerance_mm=float(tolerance_mm))
+    job = Job(refs, device=device, threshold=float(threshold), tolerance_mm=float(tolerance_mm), resample=bool(resample))
     scratch: list[Path] = []
 
     def workdir() -> Path:

@@ -8,8 +8,7 @@ training pipeline would (:mod:`napari_segloss.train.extras`): precomputed target
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,22 +22,6 @@ from napari_segloss.train.extras import PRECOMPUTED, accepted_kwargs
 PROB_EPS = 1e-6
 #: channels of the fixed stand-in decoder features (see :func:`fixed_features`)
 FEATURE_CHANNELS = 8
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block (restored after).
-
-    The response tools evaluate losses thousands of times on tiny images, where intra-op
-    threads only add overhead (measured 17x slower with 2 threads on 2 busy cores). The setting
-    is process-wide: a concurrent torch job runs single-threaded for that time.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_loss(name: str, hparams: Mapping[str, Any] | None = None, *, epoch: int | None = None,

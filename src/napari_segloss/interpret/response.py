@@ -35,11 +35,11 @@ from napari_segloss.interpret._evaluate import (
     fixed_features,
     loss_kwargs,
     make_loss,
-    single_thread,
     to_logits,
     value_and_grad,
 )
 from napari_segloss.losses import info, resolve
+from napari_segloss.threads import torch_threads
 
 #: default probabilities of the probe pixel
 DEFAULT_PROBABILITIES = np.linspace(0.01, 0.99, 99)
@@ -216,7 +216,7 @@ def response_curves(
                     make_loss(name, hp)  # validates the hyper-parameters
                     curves += list(closed(p, target, prob, probe, full))
                 else:
-                    with single_thread():
+                    with torch_threads(1):  # tiny images: intra-op threads only add overhead
                         curves += list(_autograd_curve(name, hp, p, target, prob, probe))
             except (ValueError, RuntimeError, OSError, IndexError) as exc:
                 note = f"{type(exc).__name__}: {exc}"
@@ -273,7 +273,7 @@ def size_response(
             _, loss = make_loss(name, hparams.get(given, hparams.get(name, {})))
             features = fixed_features(truth.shape) if "features" in info(name).needs else None
             kwargs = loss_kwargs(name, loss, truth, spacing=spacing, features=features)
-            with single_thread():
+            with torch_threads(1):  # tiny images: intra-op threads only add overhead
                 for k, mask in enumerate(masks):
                     logits = to_logits(np.where(mask, confidence, 1.0 - confidence), "probability")
                     row[k] = value_and_grad(loss, logits, truth, kwargs)[0]

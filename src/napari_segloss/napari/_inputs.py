@@ -9,7 +9,7 @@ import torch
 from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QStandardItemModel
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider, QWidget
 
 from napari_segloss.models import available_devices, resolve_device
 from napari_segloss.napari._layer_pickers import LayerPicker, is_input_image, is_truth_candidate
@@ -58,6 +58,12 @@ class InputsPanel(QWidget):
         self.slider.setToolTip("Probability above which a pixel counts as tumour (no re-run needed)")
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(32)
+        self.resample_check = QCheckBox("Resample to the checkpoint's pixel size")
+        self.resample_check.setToolTip(
+            "Run the network at the pixel size it was trained at (in the model card), using the image "
+            "layer's scale as its pixel size in mm, and map the result back. Use it for DICOM/NIfTI scans "
+            "whose pixels are much finer or coarser than ~1 mm; leave it off when the scale is unknown (PNG)."
+        )
         device_row = QHBoxLayout()
         device_row.addWidget(self.device_combo)
         device_row.addWidget(self.device_label, 1)
@@ -70,6 +76,7 @@ class InputsPanel(QWidget):
         form.addRow("Ground truth", self.truth_picker)
         form.addRow("Device", device_row)
         form.addRow("Threshold", threshold_row)
+        form.addRow("", self.resample_check)
         self.image_picker.currentIndexChanged.connect(self.changed)
         self.truth_picker.currentIndexChanged.connect(self.changed)
         self.device_combo.currentIndexChanged.connect(self.changed)
@@ -100,6 +107,10 @@ class InputsPanel(QWidget):
     def device(self) -> str:
         """The selected device name (``auto``, ``cpu``, ``cuda``, ...)."""
         return self.device_combo.currentData()
+
+    def resample(self) -> bool:
+        """Whether to run at the checkpoint's training pixel size (``predict(resample=True)``)."""
+        return self.resample_check.isChecked()
 
     def threshold(self) -> float:
         """The threshold in [0, 1]."""

@@ -41,6 +41,7 @@ class Request:
         checkpoints: registry names or card paths.
         device: ``auto | cpu | cuda[:i] | mps``.
         threshold: probability threshold for the derived arrays.
+        resample: run at each checkpoint's training pixel size (``predict(resample=True)``).
     """
 
     image: Any
@@ -49,6 +50,7 @@ class Request:
     checkpoints: Sequence[str | os.PathLike]
     device: str
     threshold: float
+    resample: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _predict(request: Request, image: np.ndarray, checkpoint: str | os.PathLike,
         torch.cuda.empty_cache()
         device, note = torch.device("cpu"), f"not enough memory on {device} to load the model: ran on the CPU"
         loaded = load(checkpoint, device=device)
-    run = dict(image=image, device=device, spacing=request.spacing, cancel=cancel.is_set)
+    run = dict(image=image, device=device, spacing=request.spacing, resample=request.resample, cancel=cancel.is_set)
     try:
         prediction = yield from _as_progress(_reporting(predict, checkpoint=loaded, **run), index, count, label)
     except torch.cuda.OutOfMemoryError:

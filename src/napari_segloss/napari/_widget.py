@@ -48,6 +48,7 @@ from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, R
 from napari_segloss.napari._triton_guard import guard_triton
 from napari_segloss.overlays import heatmap
 from napari_segloss.paths import weights_dir
+from napari_segloss.threads import apply_thread_policy
 
 _PROGRESS_STEPS = 1000
 _THRESHOLD_DEBOUNCE_MS = 80
@@ -76,6 +77,10 @@ class LossExplorerWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         guard_triton()  # before anything imports torchvision: see _triton_guard
+        try:
+            apply_thread_policy(interactive=True)  # leave a core to the GUI (napari_segloss.threads)
+        except ValueError as exc:
+            show_warning(f"{exc}; using torch's default thread count")
         self.viewer = viewer
         self.inputs = InputsPanel(viewer)
         self.run_tab = RunTab()
@@ -238,6 +243,7 @@ class LossExplorerWidget(QWidget):
             checkpoints=[info.path for info in infos],
             device=self.inputs.device(),
             threshold=self.inputs.threshold(),
+            resample=self.inputs.resample(),
         )
         self._job = _Job(mode, source, list(infos), request.truth)
         self._cancel = threading.Event()
