@@ -133,3 +133,25 @@ def test_cancel_writes_nothing(tab: BatchTab, tmp_path: Path, qtbot) -> None:
     assert "Cancelled" in tab.status.text() and tab.result is None
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in", "no_bundled_weights"]
     assert tab.run_button.isEnabled()
+
+
+def test_resample_box_reaches_run_batch(tab: BatchTab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tab.input_edit.setText(str(write_pairs(tmp_path / "in", 1)))
+    tab.output_edit.setText(str(tmp_path / "results.zip"))
+    tab.checklist.set_checked(["tiny_dice"])
+    seen: list[dict] = []
+
+    class Worker:
+        def start(self) -> None:
+            pass
+
+    def fake_create_worker(func, *args, **kwargs):
+        seen.append(kwargs)
+        return Worker()
+
+    monkeypatch.setattr("napari_segloss.napari._batch_tab.create_worker", fake_create_worker)
+    assert not tab.resample_box.isChecked()  # off by default
+    tab.resample_box.setChecked(True)
+    tab.run()
+    assert seen and seen[0]["resample"] is True
+    tab.worker = None

@@ -111,6 +111,7 @@ class BatchTab(QWidget):
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 16)
         self.overwrite_box = QCheckBox("Replace an existing result file")
+        self.resample_box = QCheckBox("Resample to each checkpoint's pixel size")
         self.worst_spin = QSpinBox()
         self.worst_spin.setRange(1, 20)
         self.worst_spin.setValue(3)
@@ -149,6 +150,8 @@ class BatchTab(QWidget):
             self.device_combo: "Where the networks run; auto picks CUDA, then Apple MPS, then the CPU",
             self.threshold_spin: "Probability at or above which a pixel counts as tumour",
             self.workers_spin: "Batches processed at the same time (threads)",
+            self.resample_box: "Run each image at the pixel size the checkpoint was trained at (from the file's "
+            "spacing: DICOM, NIfTI, TIFF) and map the result back; leave off for PNG/JPG, whose pixel size is unknown",
             self.worst_spin: "How many image x checkpoint results with the lowest Dice to load",
             self.auto_load_box: "Load the worst cases into the viewer as soon as the batch is done",
             self.run_button: "Run every ticked checkpoint over every image",
@@ -171,6 +174,7 @@ class BatchTab(QWidget):
         options.addStretch(1)
         form.addRow(options)
         form.addRow("", self.overwrite_box)
+        form.addRow("", self.resample_box)
         header = QHBoxLayout()
         header.addWidget(QLabel("Checkpoints"))
         header.addStretch(1)
@@ -273,6 +277,7 @@ class BatchTab(QWidget):
             "threshold": self.threshold_spin.value(),
             "workers": self.workers_spin.value(),
             "overwrite": self.overwrite_box.isChecked(),
+            "resample": self.resample_box.isChecked(),
             "progress": self._progress.emit,
             "cancel": self._cancel.is_set,
         }
