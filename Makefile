@@ -10,7 +10,7 @@ QT_DEBS := xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 
 # torch/torchvision: the pair that installs here from the local disk (a CUDA build that runs on CPU).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install qt-debs bench weights docs clean
+.PHONY: demo test install qt-debs bench weights inverseform-net docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: install
 
 weights: install
 	$(PY) scripts/make_weights.py
+
+# the frozen net of the inverseform loss (weights/aux); retrain the inverseform checkpoint after it
+inverseform-net: install
+	$(PY) scripts/train_inverseform.py
 
 docs: install
 	$(PY) scripts/make_loss_table.py

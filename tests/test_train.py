@@ -352,3 +352,20 @@ def test_paired_difference_and_aggregate():
     assert out["n_undefined"] == {"precision": 1, "hd95": 1}
     assert out["breakdown"]["kind"]["pituitary"]["mean"] == 0.0
     assert [size_class(a, [10, 20]) for a in (5, 15, 25)] == ["small", "medium", "large"]
+
+
+def test_findings_name_collapsed_and_low_checkpoints_and_how_they_fail():
+    from napari_segloss.train.results import findings
+
+    def card(name, dice, precision, sensitivity, notes=""):
+        metrics = {"dice": dice, "precision": precision, "sensitivity": sensitivity,
+                   "empty_slice_false_positives": 3, "n_tumour_free": 50}
+        return {"name": name, "test_metrics": metrics, "notes": notes}
+
+    cards = [card("good", 0.85, 0.9, 0.85), card("fine", 0.80, 0.8, 0.85), card("ok", 0.78, 0.8, 0.8),
+             card("greedy", 0.40, 0.30, 0.98), card("timid", 0.45, 0.97, 0.35),
+             card("dead", 0.0, None, 0.0, notes="Collapsed under the shared recipe: test Dice 0.000")]
+    lines = findings(cards)
+    assert [line.split("**")[1] for line in lines] == ["dead", "greedy", "timid"]  # worst first
+    assert "over-segments" in lines[1] and "under-segments" in lines[2] and "Collapsed" in lines[0]
+    assert "median 0.615" in lines[1]  # of all six, the collapsed one included

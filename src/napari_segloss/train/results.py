@@ -217,6 +217,38 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
     return path
 
 
+def findings(cards: Sequence[Mapping[str, Any]], margin: float = 0.15) -> list[str]:
+    """One Markdown bullet per checkpoint that collapsed or scored ``margin`` below the median Dice.
+
+    Collapse notes come from the cards; for the others the bullet says whether the loss
+    over-segments (precision well below sensitivity) or under-segments (the reverse), from the
+    card's test metrics, so the reader sees *how* a loss fails, not only that it does.
+    """
+    scores = [c["test_metrics"].get("dice") for c in cards]
+    median = float(np.median([d for d in scores if d is not None])) if any(d is not None for d in scores) else 0.0
+    out = []
+    for card in sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0):
+        m, notes = card["test_metrics"], card.get("notes", "")
+        dice = m.get("dice")
+        if "Collapsed" in notes:
+            out.append(f"- **{card['name']}**: {notes}")
+        elif dice is not None and dice < median - margin:
+            precision, sensitivity = m.get("precision"), m.get("sensitivity")
+            how = ""
+            if precision is not None and sensitivity is not None:
+                if precision < sensitivity - 0.2:
+                    how = "over-segments: it finds the tumours but marks far too much around and beside them"
+                elif sensitivity < precision - 0.2:
+                    how = "under-segments: what it marks is mostly tumour, but it misses much of it"
+                else:
+                    how = "both misses tumour and marks background"
+            out.append(f"- **{card['name']}**: test Dice {dice:.3f} (median {median:.3f}), precision "
+                       f"{_fmt(precision)}, sensitivity {_fmt(sensitivity)}, false alarms on "
+                       f"{m.get('empty_slice_false_positives')}/{m.get('n_tumour_free')} tumour-free slices"
+                       + (f": {how}." if how else "."))
+    return out
+
+
 def _recipe_line(recipe: Mapping[str, Any]) -> str:
     keys = ("epochs", "batch", "patch", "downsample", "lr", "weight_decay", "warmup", "grad_clip", "seed",
             "n_train", "n_val", "n_test", "n_volumes", "optimizer", "schedule")
@@ -249,7 +281,7 @@ def write_report(weights: str | Path, out_dir: str | Path) -> Path:
     grid = grid_figure([c["name"] for c in ranked], [models[c["name"]] for c in ranked], splits.test,
                        out_dir / "results_grid.png")
     minutes = sum(h.get("seconds") or 0.0 for c in cards for h in c["history"]) / 60
-    notes = [f"- **{c['name']}**: {c['notes']}" for c in ranked if "Collapsed" in c.get("notes", "")]
+    notes = findings(cards)
     text = "\n".join([
         "# Results: one network, one recipe, one loss at a time",
         "",
@@ -274,9 +306,15 @@ def write_report(weights: str | Path, out_dir: str | Path) -> Path:
         breakdown_table(cards),
         "## Findings under the shared recipe",
         "",
-        "\n".join(notes) if notes else "No checkpoint collapsed to an empty prediction (test Dice >= 0.1 for all).",
+        "Checkpoints that collapsed to empty predictions or scored more than 0.15 below the median test Dice, "
+        "worst first (generated from the cards):",
+        "",
+        "\n".join(notes) if notes else "None: every checkpoint is within 0.15 of the median test Dice.",
         "",
         "## Training curves",
+        "",
+        "Left: each loss's training curve rescaled to [0, 1] over its own epochs (losses have different scales "
+        "and some are negative, so only the shapes compare). Right: validation Dice per epoch. Colour = family.",
         "",
         f"![loss and validation Dice per epoch]({curves.name})",
         "",
