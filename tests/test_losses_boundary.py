@@ -467,15 +467,24 @@ def test_inverseform_net_card_and_weights() -> None:
 
     path = weights_dir() / INVERSEFORM_FILE
     card = json.loads(path.with_suffix(".json").read_text())
-    assert card["name"] == "inverseform" and card["data"]["source"]
+    assert card["name"] == "inverseform" and "napari_segloss.data.synthetic" in card["data"]["source"]
     assert {"tile", "hidden", "outputs"} <= set(card["architecture"])
-    assert card["validation"]["mean_norm_transformed"] > card["validation"]["mean_norm_identity_or_uninformative"]
+    assert {"schema_version", "loss", "recipe", "history", "test_metrics", "weights_sha256"} <= set(card)
+    held_out = card["test_metrics"]
+    assert held_out["mean_norm_transformed"] > held_out["mean_norm_identity_or_uninformative"]
+    by_shift = list(held_out["mean_norm_by_column_shift"].values())
+    assert by_shift == sorted(by_shift)  # the loss grows with the misalignment of tumour outlines
+    assert card["history"][-1]["train_mse"] < card["history"][0]["train_mse"]
     with safe_open(str(path), framework="pt") as handle:  # safetensors, not pickle
         assert all(key.startswith("fc.") for key in handle.keys())
     net = load_inverse_net()
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     loss = build("inverseform")
     assert list(loss.parameters()) == [] and loss.state_dict() == {}
+    assert loss.state()["net_weights_sha256"] == card["weights_sha256"] == net.weights_sha256
+    # the bundled inverseform checkpoint was trained with this very net
+    bundled = json.loads((weights_dir() / "inverseform.json").read_text())
+    assert bundled["loss_state"]["net_weights_sha256"] == card["weights_sha256"]
 
 
 def test_inverseform_distance_grows_with_misalignment() -> None:

@@ -375,9 +375,12 @@ class InverseNet(torch.nn.Module):
     scaling are recorded in the net's card (``weights/aux/inverseform.json``).
     """
 
+    weights_sha256: str
+
     def __init__(self, tile: int = 64, hidden: Sequence[int] = (256, 32), outputs: int = 4) -> None:
         super().__init__()
         self.tile = int(tile)
+        self.weights_sha256 = ""  # of the file it was loaded from (set by load_inverse_net)
         sizes = [2 * self.tile * self.tile, *hidden]
         layers: list[torch.nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -420,6 +423,7 @@ def _load_inverse_net(weights: Path) -> InverseNet:
     net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()}, strict=True)
     net.eval()
     net.requires_grad_(False)
+    net.weights_sha256 = card["weights_sha256"]
     return net
 
 
@@ -479,6 +483,10 @@ class InverseFormLoss(SegLoss):
         net = self._net(prob)
         coeffs = net(boundary_tiles(inner_boundary(prob), net.tile), boundary_tiles(inner_boundary(target), net.tile))
         return coeffs.norm(dim=1).mean()
+
+    def state(self) -> dict[str, Any]:
+        """Which frozen net the loss uses: its file under ``weights/`` and that file's SHA-256."""
+        return {"net": INVERSEFORM_FILE.as_posix(), "net_weights_sha256": load_inverse_net().weights_sha256}
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _bce(logits, target) + self.if_weight * self.distance(torch.sigmoid(logits), target)
