@@ -3,7 +3,8 @@
 Usage: ``python scripts/make_weights.py [--out weights] [--only NAME ...] [--force] [--threads N]``
 (``make weights`` runs it with the defaults). A loss whose checkpoint (``<name>.json`` and
 ``<name>.safetensors``) already exists with the same recipe is skipped (a card with another
-recipe is retrained, so the set never mixes recipes), and an interrupted loss resumes from its
+recipe, or trained with another frozen auxiliary file such as the InverseForm net, is
+retrained, so the set never mixes recipes), and an interrupted loss resumes from its
 ``<name>.resume.pt`` state, so re-running the script continues where it stopped. Several
 processes may split the losses between them with ``--only``. At the end it
 prints the wall-clock and CPU time of this run (all threads) and a one-line summary per loss.
@@ -25,7 +26,7 @@ from pathlib import Path
 # share the two cores; passive waiting must be chosen before torch starts its thread pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from napari_segloss.losses import available  # noqa: E402
+from napari_segloss.losses import available, build  # noqa: E402
 from napari_segloss.paths import weights_dir  # noqa: E402
 from napari_segloss.train.loop import Recipe, train  # noqa: E402
 
@@ -35,10 +36,18 @@ _NOT_RECIPE = {"threads", "world_size", "extras"}
 
 
 def same_recipe(card_path: Path, recipe: Recipe) -> bool:
-    """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`)."""
-    recorded = json.loads(card_path.read_text()).get("recipe", {})
-    current = recipe.to_dict()
-    return all(recorded.get(k) == v for k, v in current.items() if k not in _NOT_RECIPE)
+    """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`)
+    and with the same frozen auxiliary files: every ``*_sha256`` entry of its ``loss_state`` (e.g.
+    the InverseForm net's) must equal what the loss reports now."""
+    card = json.loads(card_path.read_text())
+    recorded, current = card.get("recipe", {}), recipe.to_dict()
+    if not all(recorded.get(k) == v for k, v in current.items() if k not in _NOT_RECIPE):
+        return False
+    pinned = {k: v for k, v in card.get("loss_state", {}).items() if k.endswith("_sha256")}
+    if not pinned:
+        return True
+    now = build(card["loss"], **card.get("loss_hparams", {})).state()
+    return all(now.get(k) == v for k, v in pinned.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             if same_recipe(card, recipe):
                 print(f"[{i}/{len(names)}] {name}: checkpoint exists, skipped", flush=True)
                 continue
-            print(f"[{i}/{len(names)}] {name}: checkpoint has another recipe, retraining", flush=True)
+            print(f"[{i}/{len(names)}] {name}: checkpoint has another recipe or auxiliary net, retraining", flush=True)
         tic, ctic = time.perf_counter(), time.process_time()
         try:
             result = train(name, out=args.out, recipe=recipe, device=args.device, resume=not args.force,

@@ -104,3 +104,26 @@ def test_resampling_restores_the_dice_of_a_finer_scan():
     assert len(plain) >= 5
     assert np.mean(resampled) > np.mean(plain) + 0.05, (np.mean(resampled), np.mean(plain))
     assert np.mean(resampled) == pytest.approx(np.mean(native), abs=0.03)
+
+
+def test_make_weights_sees_the_bundled_set_as_up_to_date(tmp_path):
+    """The committed default Recipe and InverseForm net are what the bundled set was trained with."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    from napari_segloss.train.loop import Recipe
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("make_weights", script)
+    make_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_weights)
+    recipe = dataclasses.replace(Recipe(), threads=1)
+    stale = [p.stem for p in CARDS if not make_weights.same_recipe(p, recipe)]
+    assert stale == []
+    card = _card(weights_dir() / "inverseform.json")
+    card["loss_state"]["net_weights_sha256"] = "0" * 64  # trained with another net
+    changed = tmp_path / "inverseform.json"
+    changed.write_text(json.dumps(card))
+    assert not make_weights.same_recipe(changed, recipe)
+    assert not make_weights.same_recipe(weights_dir() / "dice.json", dataclasses.replace(recipe, epochs=3))
