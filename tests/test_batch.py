@@ -487,3 +487,36 @@ def test_cli_exit_codes(tiny_registry: Path, data: Path, tmp_path: Path, capsys:
     all_out = tmp_path / "all.zip"
     assert main(["batch", str(small), "--out", str(all_out), "--device", "cpu", "--quiet"]) == 1
     assert {r["checkpoint"] for r in read_csv(all_out, "metrics.csv")} == {"tiny_dice", "tiny_bce", "tiny_focal"}
+
+
+def test_folder_with_several_dicom_series_gives_one_item_per_series(tmp_path: Path, tiny_checkpoint_dir: Path) -> None:
+    from napari_segloss.batch.pairing import discover
+
+    study = tmp_path / "in" / "study"
+    study.mkdir(parents=True)
+    volumes = {}
+    for seed, description in ((1, "T1 post"), (2, "FLAIR")):
+        vol = np.stack([generate_slice(30 + seed + k, 48).image for k in range(2)])
+        volumes[description] = vol
+        written = write_dicom_series(vol, tmp_path / description, spacing=(3.0, 0.8, 0.8),
+                                     series_description=description, uid_seed=seed)
+        for path in (written if isinstance(written, list) else sorted((tmp_path / description).iterdir())):
+            Path(path).rename(study / f"{seed}_{Path(path).name}")
+    found = discover(tmp_path / "in")
+    assert sorted(item.name for item in found.items) == ["study/series_1_FLAIR", "study/series_1_T1_post"]
+    assert sorted(e.path for e in found.entries) == ["study/ [series 1: FLAIR]", "study/ [series 1: T1 post]"]
+
+    ckpt = str(tiny_checkpoint_dir / "tiny_dice.json")
+    result = batch.run_batch(tmp_path / "in", [ckpt], tmp_path / "out.zip", device="cpu")
+    assert result.failed == 0 and sorted(r["image"] for r in result.rows) == sorted(i.name for i in found.items)
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        manifest = list(csv.DictReader(io.TextIOWrapper(z.open("manifest.csv"), encoding="utf-8")))
+        for description, vol in volumes.items():
+            name = f"study/series_1_{description.replace(' ', '_')}"
+            heat = tifffile.imread(io.BytesIO(z.read(process.member_name(name, "tiny_dice", "heatmap", True))))
+            assert heat.shape[:3] == vol.shape  # each item is its own series, read alone
+    assert {row["status"] for row in manifest if row["path"].startswith("study/")} == {"unpaired"}
+    # one series alone in a folder is still one plain item
+    single = tmp_path / "single" / "s"
+    write_dicom_series(volumes["FLAIR"], single, spacing=(3.0, 0.8, 0.8))
+    assert [item.name for item in discover(tmp_path / "single").items] == ["s"]

@@ -7,11 +7,12 @@ mask comes from the result ZIP.
 
 from __future__ import annotations
 
+
 import io
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +54,10 @@ def _read_from_zip(result: BatchResult, item: Item) -> Sample:
     workdir = Path(tempfile.mkdtemp(prefix="napari-segloss-case-"))
     try:
         safe_extract(result.input, workdir, members=selected)
-        local = Item(
-            item.name,
-            workdir / item.source.rstrip("/"),
-            workdir / item.mask_source.rstrip("/") if item.mask_source else None,
-            item.source,
-            item.mask_source,
+        local = replace(
+            item,
+            image=workdir / item.source.rstrip("/"),
+            mask=workdir / item.mask_source.rstrip("/") if item.mask_source else None,
         )
         return read_sample(local)
     finally:

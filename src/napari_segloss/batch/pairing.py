@@ -2,8 +2,9 @@
 
 Units: every PNG/JPG/BMP/TIFF/NIfTI/DICOM file is one unit, except that a sub-folder holding two
 or more DICOM files (and nothing else: no sub-folders, no raster files, no mask-named files) is
-one DICOM series unit named after the folder. DICOM files directly in the input folder are single
-images. Masks follow the reader's convention
+one DICOM series unit named after the folder; when its headers hold several series and no mask
+pairs with it, each series is an item of its own (``folder/series_3_T1_post``). DICOM files
+directly in the input folder are single images. Masks follow the reader's convention
 (:func:`napari_segloss.io.raster.is_mask_name`: ``x_mask``, ``x_seg``, ``x_label(s)``), and every
 unit below a ``masks/`` folder that has an ``images/`` sibling is a mask.
 
@@ -40,6 +41,9 @@ class Item:
         image: the image file or DICOM series folder.
         mask: the ground-truth mask file or folder, or None.
         source / mask_source: ``image`` / ``mask`` relative to the input root (POSIX).
+        series: SeriesInstanceUID of the one series to read when the ``image`` folder holds
+            several (each series is then an item of its own), else None.
+        series_label: how the manifest names that series (``"series 3: T1 post"``).
     """
 
     name: str
@@ -47,6 +51,13 @@ class Item:
     mask: Path | None
     source: str
     mask_source: str | None
+    series: str | None = None
+    series_label: str = ""
+
+    @property
+    def manifest_path(self) -> str:
+        """The item's manifest row: ``source``, plus ``[series label]`` for one series of several."""
+        return f"{self.source} [{self.series_label}]" if self.series else self.source
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,32 @@ def _walk(root: Path) -> tuple[list[_Unit], list[Entry]]:
     return units, skipped
 
 
+def _add_series_items(image: _Unit, name: str, items: list[Item], entries: list[Entry], taken: set[str]) -> bool:
+    """Split a DICOM folder unit holding several series into one item per series.
+
+    Returns False (adding nothing) when ``image`` is not a folder or holds one series.
+    """
+    if not image.display.endswith("/"):
+        return False
+    from napari_segloss.io.dicom import list_series
+
+    headers = list_series(image.path)
+    if len(headers) < 2:
+        return False
+    for index, header in enumerate(headers, 1):
+        label = f"series {header.number if header.number is not None else index}: {header.label}"
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in label.replace(": ", "_")).strip("_")
+        item_name = f"{name}/{slug}"
+        while item_name in taken:
+            item_name += "+"
+        taken.add(item_name)
+        item = Item(item_name, image.path, None, image.display, None, header.uid, label)
+        items.append(item)
+        entries.append(Entry(item.manifest_path, "image", "unpaired", item_name,
+                             reason=f"one of {len(headers)} series in this folder; no mask: predictions only"))
+    return True
+
+
 def _item_name(unit: _Unit, taken: set[str]) -> str:
     parts = [p for p in PurePosixPath(unit.group[0]).parts if p != _PAIR_DIR and p != "."]
     name = "/".join([*parts, unit.group[1]])
@@ -198,6 +235,8 @@ def discover(root: str | os.PathLike) -> Discovery:
         ambiguous = len(images) > 1 or len(masks) > 1
         for image in images:
             name = _item_name(image, taken)
+            if not masks and _add_series_items(image, name, items, entries, taken):
+                continue
             items.append(Item(name, image.path, None, image.display, None))
             reason = (
                 f"{len(images)} images and {len(masks)} masks share the stem {key[1]!r}; not paired"

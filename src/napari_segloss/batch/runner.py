@@ -327,7 +327,7 @@ def _stream(
     def fail(item: Item, reason: str) -> None:
         nonlocal failed
         failed += 1
-        entries[item.source] = dataclasses.replace(entries[item.source], status="failed", reason=reason)
+        entries[item.manifest_path] = dataclasses.replace(entries[item.manifest_path], status="failed", reason=reason)
 
     report_progress("")
     for chunk, outputs in run_chunks(chunked(_samples(found)), job, workers=workers, scheduler=scheduler, cancel=cancel):
@@ -351,8 +351,8 @@ def _stream(
                     reason = "; ".join(f"{ckpt}: {msg}" for ckpt, msg in output.errors.items())
                     item = by_name[sample.name]
                     if output.rows:
-                        old = entries[item.source]
-                        entries[item.source] = dataclasses.replace(old, reason="; ".join(filter(None, [old.reason, reason])))
+                        old = entries[item.manifest_path]
+                        entries[item.manifest_path] = dataclasses.replace(old, reason="; ".join(filter(None, [old.reason, reason])))
                     else:
                         fail(item, reason)
         done += len(chunk)

@@ -53,9 +53,14 @@ class Failure:
     reason: str
 
 
-def _one_scan(path, what: str) -> Scan:
+def _one_scan(path, what: str, series: str | None = None) -> Scan:
     try:
-        scans = read_scans(path)
+        if series is not None:
+            from napari_segloss.io.dicom import read_dicom_folder
+
+            scans = read_dicom_folder(path, series_uid=series)
+        else:
+            scans = read_scans(path)
     except ScanReadError as exc:
         raise ItemError(str(exc)) from None
     if len(scans) != 1:
@@ -70,7 +75,7 @@ def read_sample(item: Item) -> Sample:
     Raises :class:`ItemError` for unreadable files, several series in one unit, or a mask whose
     shape differs from the image's spatial shape.
     """
-    scan = _one_scan(item.image, "image")
+    scan = _one_scan(item.image, "image", item.series)
     truth = None
     if item.mask is not None:
         mask_scan = _one_scan(item.mask, "mask")

@@ -496,18 +496,77 @@ def read_dicom_file(path: str | Path) -> list[Scan]:
         raise ScanReadError(f"{path}: malformed DICOM header ({type(exc).__name__}: {exc})") from None
 
 
-def read_dicom_folder(folder: str | Path) -> list[Scan]:
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
+    )
+
+
+def _header(path: Path) -> Dataset | None:
+    """The header without pixel data, or None for a file pydicom cannot parse as DICOM."""
+    try:
+        with _quiet():
+            return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - not DICOM (or damaged): the full read reports it
+        return None
+
+
+@dataclass(frozen=True)
+class SeriesHeader:
+    """One single-frame image series of a folder, from its headers.
+
+    Attributes:
+        uid: SeriesInstanceUID (selects the series in :func:`read_dicom_folder`).
+        number: SeriesNumber, or None.
+        label: the name the series' Scan gets (SeriesDescription, else "<modality> series <n>").
+        files: how many files hold it.
+    """
+
+    uid: str
+    number: int | None
+    label: str
+    files: int
+
+
+def list_series(folder: str | Path) -> list[SeriesHeader]:
+    """The series of a folder of single-frame DICOM files, read from headers only (fast).
+
+    Sorted as :func:`read_dicom_folder` sorts its scans (series number, then name). Empty when
+    the folder also holds multi-frame objects, SEGs or files without a SeriesInstanceUID, whose
+    grouping only the full read decides.
+    """
+    found: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path in _folder_files(Path(folder)):
+        ds = _header(path)
+        if ds is None:
+            continue
+        uid = str(ds.get("SeriesInstanceUID") or "")
+        if not uid or int(ds.get("NumberOfFrames") or 1) != 1 or ds.get("SOPClassUID") == _SEG_CLASS:
+            return []
+        found.setdefault(uid, []).append((path, ds))
+    series = []
+    for uid, members in found.items():
+        path, ds = members[0]
+        number = ds.get("SeriesNumber")
+        series.append(SeriesHeader(uid, None if number in (None, "") else int(number), _name(ds, path), len(members)))
+    return sorted(series, key=lambda h: (h.number is None, h.number or 0, h.label, h.uid))
+
+
+def read_dicom_folder(folder: str | Path, *, series_uid: str | None = None) -> list[Scan]:
     """Read every DICOM file under ``folder`` (recursively): one Scan per series and orientation.
 
     Non-DICOM, truncated, undecodable or odd-sized files are skipped with one
     :class:`~napari_segloss.io.ScanReadWarning` naming them; ScanReadError if nothing is left.
+    ``series_uid`` reads only the files of that series (headers decide; see :func:`list_series`).
     """
     folder = Path(folder)
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
-    )
+    files = _folder_files(folder)
     if not files:
         raise ScanReadError(f"{folder}: the folder holds no files")
+    if series_uid is not None:
+        files = [p for p in files if (ds := _header(p)) is not None and str(ds.get("SeriesInstanceUID") or "") == series_uid]
+        if not files:
+            raise ScanReadError(f"{folder}: no file of series {series_uid}")
     return _read_files(files, folder)
 
 
