@@ -273,7 +273,7 @@ def test_predict_many_mixed_shapes_and_cancel(tiny_checkpoint_dir: Path) -> None
 def test_output_zip_lists_every_output(result: runner.BatchResult) -> None:
     with zipfile.ZipFile(result.out) as z:
         names = set(z.namelist())
-    expected = {"metrics.csv", "summary.csv", "manifest.csv", "run.json", "report.html"}
+    expected = {"metrics.csv", "summary.csv", "manifest.csv", "run.json", "report.html", "report.pdf"}
     for item, has_truth in GOOD.items():
         volume = item in ("vol", "series1")
         for ckpt in CKPTS:
@@ -366,6 +366,17 @@ def test_report_and_run_info_are_self_contained(result: runner.BatchResult) -> N
     assert run["images"] == len(GOOD) + 2 and run["failed"] == 2 and run["threshold"] == 0.5
     assert [c["name"] for c in run["checkpoints"]] == list(CKPTS)
     assert all(len(c["weights_sha256"]) == 64 and "/" not in c["path"] for c in run["checkpoints"])
+
+
+def test_pdf_report_has_summary_boxplot_and_case_pages(result: runner.BatchResult) -> None:
+    import re
+
+    with zipfile.ZipFile(result.out) as z:
+        pdf = z.read("report.pdf")
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    pages = len(re.findall(rb"/Type /Page\b", pdf))
+    case_pages = -(-len(GOOD) // 4) * -(-len(CKPTS) // 6)
+    assert pages == 1 + 1 + case_pages  # summary table, box plot, thumbnail grids
 
 
 def test_progress_reaches_total_with_eta(result: runner.BatchResult) -> None:

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ba = sub.add_parser("batch", help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
                         description="Pairs x.png + x_mask.png (or images/ + masks/); writes per image x checkpoint "
-                        "masks and overlays, metrics.csv, summary.csv, manifest.csv and report.html into one ZIP. "
+                        "masks and overlays, metrics.csv, summary.csv, manifest.csv, report.html and report.pdf into one ZIP. "
                         "Exit status: 0 all done, 1 some images failed (see manifest.csv), 2 bad input or options, "
                         "130 interrupted.")
     ba.add_argument("input", metavar="INPUT", help="folder or ZIP of PNG/JPG/TIFF/DICOM images and masks")

@@ -10,7 +10,8 @@ so ``out`` never holds a partial archive) contains:
 * ``manifest.csv``: every input file with its role, status (paired, unpaired, skipped, failed)
   and the reason;
 * ``run.json``: what was run (checkpoints with sha256, device, threshold, version, counts);
-* ``report.html``: self-contained (summary table, Dice box plot, thumbnail grid, manifest).
+* ``report.html``: self-contained (summary table, Dice box plot, thumbnail grid, manifest);
+* ``report.pdf``: the same summary, box plot and thumbnails for printing (:mod:`~napari_segloss.batch.report_pdf`).
 
 Images are read, processed and written one batch at a time (memory bounded by the batches in
 flight); a failing file is recorded in the manifest and the run goes on.
@@ -42,6 +43,7 @@ from napari_segloss.io.writers import publish
 from napari_segloss.batch.errors import BatchCancelled, BatchError
 from napari_segloss.batch.executors import run_chunks
 from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
+from napari_segloss.batch.report_pdf import render_pdf
 from napari_segloss.batch.samples import Failure, Sample, chunked, read_sample
 from napari_segloss.metrics import METRIC_KEYS
 from napari_segloss.models import resolve_device
@@ -381,15 +383,18 @@ def _stream(
     archive.writestr("summary.csv", report.csv_bytes(summary))
     archive.writestr("manifest.csv", report.csv_bytes(report.manifest_rows(manifest), ["path", "role", "status", "item", "partner", "reason"]))
     archive.writestr("run.json", json.dumps(run, indent=2))
+    boxplot = report.dice_boxplot_png(rows, job.checkpoints)
     page = report.render_html(
         summary=summary,
         run=shown,
         entries=manifest,
-        boxplot=report.dice_boxplot_png(rows, job.checkpoints),
+        boxplot=boxplot,
         thumbnails=thumbs.ordered(),
         checkpoints=job.checkpoints,
     )
     archive.writestr("report.html", page)
+    pdf = render_pdf(summary=summary, run=shown, boxplot=boxplot, thumbnails=thumbs.ordered(), checkpoints=job.checkpoints)
+    archive.writestr("report.pdf", pdf, compress_type=zipfile.ZIP_STORED)
     return BatchResult(
         out=out, input=source, checkpoints=job.checkpoints, items=found.items, rows=rows, summary=summary,
         entries=manifest, failed=failed, seconds=0.0, volumes=volumes,
