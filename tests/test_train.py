@@ -302,11 +302,16 @@ def test_cli_train_on_a_folder(tmp_path, capsys):
         mask[rng.integers(5, 30):, :][:20, 10:30] = 1
         write_array(tmp_path / "data" / f"x{i}.png", (rng.integers(0, 60, (64, 64)) + mask * 120).astype(np.uint8))
         write_array(tmp_path / "data" / f"x{i}_mask.png", mask * 255)
-    code = main(["train", "--loss", "dice", "--data", str(tmp_path / "data"), "--epochs", "1", "--patch", "64",
-                 "--batch", "4", "--device", "cpu", "--out", str(tmp_path / "out")])
+    before = torch.get_num_threads()
+    try:
+        code = main(["train", "--loss", "dice", "--data", str(tmp_path / "data"), "--epochs", "1", "--patch", "64",
+                     "--batch", "4", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "out")])
+    finally:
+        torch.set_num_threads(before)
     assert code == 0
     card = json.loads((tmp_path / "out" / "dice.json").read_text())
     assert card["data"]["source"] == "folder" and card["test_metrics"] == {}
+    assert card["recipe"]["threads"] == 1
     assert "saved" in capsys.readouterr().out
     assert main(["train", "--loss", "dice", "--loss-args", "[1]", "--data", "synthetic", "--out", str(tmp_path)]) == 2
 

@@ -26,6 +26,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
+    from napari_segloss.threads import configured_threads
     from napari_segloss.train import Recipe, train
 
     try:
@@ -35,6 +36,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not isinstance(loss_args, dict):
         raise CLIError("--loss-args must be a JSON object, e.g. '{\"gamma\": 2}'")
     chosen = {k: getattr(args, k) for k in ("epochs", "patch", "batch", "seed") if getattr(args, k) is not None}
+    try:
+        chosen["threads"] = args.threads or configured_threads() or 0
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     recipe = Recipe(**chosen)
     try:
         result = train(args.loss, out=args.out, loss_args=loss_args, data=args.data, recipe=recipe,
@@ -174,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.safetensors + <name>.json")
     tr.add_argument("--name", help="checkpoint name (default: the loss name)")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/<name>.resume.pt")
+    tr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     tr.set_defaults(handler=_cmd_train)
 
     be = sub.add_parser("bench", help="time the seed tool's path against this engine on the same images",

@@ -6,7 +6,7 @@ and training with 2 threads were measured 5-15x slower than with 1 (OpenMP threa
 other), see ``benchmarks/README.md``. The policy:
 
 1. ``NAPARI_SEGLOSS_THREADS`` (a positive integer), when set, wins everywhere;
-2. otherwise a headless command keeps torch's default (``--threads N`` on ``predict``/``batch``
+2. otherwise a headless command keeps torch's default (``--threads N`` on ``predict``/``batch``/``train``
    overrides it for one run);
 3. the napari widget leaves one core to the GUI: ``cpu_count - 1`` threads, at least 1.
 """
