@@ -1,8 +1,10 @@
-"""Run a checkpoint on a 2D slice, a 3D volume or a colour image: :func:`predict`.
+"""Run a checkpoint on a 2D slice, a 3D volume or a colour image: :func:`predict`
+(:func:`predict_many` for a list of 2D images in shared batches).
 
 Steps: colour -> grey (or the card's channel count), intensity normalisation from the card
 (over the whole slice or volume), slice batches sized to a memory budget, reflect padding to a
-multiple of 32 and exact cropping back, sigmoid probabilities. On GPU the model runs under
+multiple of 32 and exact cropping back, sigmoid probabilities; optionally (``resample=True``)
+in-plane resampling to the checkpoint's training pixel size and back. On GPU the model runs under
 ``torch.inference_mode`` with channels-last memory and bf16/fp16 autocast; a CUDA out-of-memory
 error falls back to the CPU with a warning. CPU results are deterministic; GPU probabilities
 agree with CPU ones to within about 1e-2 (half-precision autocast).
