@@ -191,6 +191,9 @@ def test_resampling_to_the_card_pixel_size(tiny, monkeypatch):
     np.testing.assert_allclose(same.probability, plain.probability, atol=1e-6)
     assert same.metadata["resampled_to_mm"] == [1.0, 1.0] and plain.metadata["resampled_to_mm"] is None
     assert inference.resampled_size((80, 96), (0.5, 2.0), (1.0, 1.0)) == (40, 192)
+    assert inference.pixel_size_ratio((3.0, 0.5, 0.5), (1.0, 1.0)) == pytest.approx(0.5)
+    assert inference.pixel_size_ratio((0.5, 2.0), (1.0, 1.0)) == pytest.approx(1.0)  # geometric mean
+    assert inference.pixel_size_ratio(None, (1.0, 1.0)) is None and inference.pixel_size_ratio((1.0, 1.0), None) is None
     calls = []
     real_forward = inference._forward_batch
     monkeypatch.setattr(inference, "_forward_batch",

@@ -345,13 +345,27 @@ def test_resample_option_runs_at_the_card_pixel_size(widget, qtbot, slice2d):
     _add_scan(viewer, slice2d)  # about 2.4 mm pixels; the tiny cards say 1 mm
     w.run_tab.combo.select("tiny_bce")
     assert not w.inputs.resample()  # off by default: a layer's scale is not always its pixel size
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert "Resample to the checkpoint's pixel size" in w.status.text()  # 2.4 mm vs 1 mm: a hint
     w.inputs.resample_check.setChecked(True)
     _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert w.status.text().startswith("Done") and "Resample" not in w.status.text()
     shown = _result_layers(viewer, "tiny_bce")["probability"].data
     expected = predict(slice2d.image, "tiny_bce", device="cpu", spacing=slice2d.spacing, resample=True)
     assert expected.metadata["resampled_to_mm"] == [1.0, 1.0]
     np.testing.assert_allclose(shown, expected.probability, atol=1e-5)
     assert not np.allclose(shown, predict(slice2d.image, "tiny_bce", device="cpu").probability, atol=1e-3)
+
+
+def test_pixel_size_hint_only_for_known_and_distant_pixel_sizes():
+    from napari_segloss.napari._widget import pixel_size_hint
+
+    assert pixel_size_hint((1.0, 1.0), (0.98, 0.98)) == ""  # unit scale: pixel size unknown
+    assert pixel_size_hint((3.0, 1.0, 1.0), (0.98, 0.98)) == ""
+    assert pixel_size_hint((1.1, 1.1), (0.98, 0.98)) == ""  # close enough
+    assert pixel_size_hint((0.5, 0.5), None) == ""  # the card does not say
+    assert "finer" in pixel_size_hint((0.5, 0.5), (1.0, 1.0))
+    assert "coarser" in pixel_size_hint((2.0, 0.7, 0.7), (0.4, 0.4))
 
 
 def test_messages_for_invalid_inputs(widget, qtbot, slice2d):

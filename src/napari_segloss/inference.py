@@ -158,6 +158,18 @@ def resampled_size(shape: tuple[int, int], spacing: tuple[float, float], target:
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))  # type: ignore[return-value]
 
 
+def pixel_size_ratio(spacing: tuple[float, ...] | None, card_spacing: tuple[float, ...] | None) -> float | None:
+    """How much coarser the image's in-plane pixels are than the checkpoint's training pixels.
+
+    The geometric mean of ``spacing[-2:] / card_spacing[-2:]`` (1 = same pixel size, 0.5 =
+    pixels half as wide as in training), or None when either is unknown.
+    """
+    if not spacing or not card_spacing or len(spacing) < 2 or len(card_spacing) < 2:
+        return None
+    ratios = [s / t for s, t in zip(spacing[-2:], card_spacing[-2:])]
+    return float(math.sqrt(ratios[0] * ratios[1]))
+
+
 def _resize(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of the last two axes of float32 ``(N, C, H, W)`` (pixel-area aligned)."""
     if tuple(data.shape[-2:]) == tuple(size):

@@ -15,6 +15,7 @@ the model.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.checkpoints import CheckpointInfo, list_checkpoints
+from napari_segloss.inference import pixel_size_ratio
 from napari_segloss.napari import _layers
 from napari_segloss.napari._batch_tab import BatchTab
 from napari_segloss.napari._compare import CompareTab, arrange_grid, restore_grid
@@ -64,7 +66,26 @@ class _Job:
     infos: list[CheckpointInfo]
     truth: np.ndarray | None
     results: list[RunResult] = field(default_factory=list)
+    resample: bool = False
     messages: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+
+def pixel_size_hint(scale: tuple[float, ...], card_spacing: tuple[float, ...] | None) -> str:
+    """A suggestion to resample when the layer's pixels are far from the checkpoint's (else "").
+
+    A layer scale of 1 in-plane means "pixel size unknown" (PNG, JPG) and gives no hint; so does
+    a ratio within [0.75, 4/3].
+    """
+    if all(abs(s - 1.0) < 1e-9 for s in scale[-2:]):
+        return ""
+    ratio = pixel_size_ratio(scale, card_spacing)
+    if ratio is None or 0.75 <= ratio <= 4.0 / 3.0:
+        return ""
+    image_mm, card_mm = math.sqrt(scale[-2] * scale[-1]), math.sqrt(card_spacing[-2] * card_spacing[-1])  # type: ignore[index]
+    return (f"The image's pixels ({image_mm:.2g} mm) are {'finer' if ratio < 1 else 'coarser'} than the "
+            f"checkpoint's training pixels ({card_mm:.2g} mm): tick 'Resample to the checkpoint's pixel size' "
+            "to run it at its own scale.")
 
 
 class LossExplorerWidget(QWidget):
@@ -245,7 +266,7 @@ class LossExplorerWidget(QWidget):
             threshold=self.inputs.threshold(),
             resample=self.inputs.resample(),
         )
-        self._job = _Job(mode, source, list(infos), request.truth)
+        self._job = _Job(mode, source, list(infos), request.truth, resample=request.resample)
         self._cancel = threading.Event()
         self.compare_tab.checklist.clear_status()
         for info in infos:
@@ -278,6 +299,9 @@ class LossExplorerWidget(QWidget):
 
     def _on_finished_checkpoint(self, job: _Job, info: CheckpointInfo, event: Finished) -> None:
         self.compare_tab.checklist.set_status(info.name, "done" + (" (CPU)" if event.note else ""))
+        hint = "" if job.resample or job.hints else pixel_size_hint(tuple(job.source.scale), event.card.pixel_spacing_mm)
+        if hint:
+            job.hints.append(hint)
         if event.note:
             message = f"{info.name}: {event.note}"
             job.messages.append(message)
@@ -322,7 +346,8 @@ class LossExplorerWidget(QWidget):
         else:
             seconds = sum(r.run.get("seconds", 0.0) for r in job.results)
             device = job.results[-1].run.get("device", "?") if job.results else "?"
-            self.say(f"Done: {summary} on '{job.source.name}' ({seconds:.1f} s on {device}).")
+            done = f"Done: {summary} on '{job.source.name}' ({seconds:.1f} s on {device})."
+            self.say(" ".join([done, *job.hints]), "warning" if job.hints else "info")
         if any(r.derived.threshold != self.inputs.threshold() for r in job.results):
             self._threshold_timer.start()
 
