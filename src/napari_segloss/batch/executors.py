@@ -24,6 +24,22 @@ def _cancelled(cancel: Callable[[], bool] | None) -> bool:
     return cancel is not None and bool(cancel())
 
 
+def _refill(
+    source: Iterator[Chunk], pending: dict, window: int, submit: Callable[[list[Sample]], object],
+    cancel: Callable[[], bool] | None,
+) -> Iterator[Done]:
+    """Submit chunks from ``source`` until ``window`` are in flight (``pending``: future -> chunk),
+    the source is empty or ``cancel()`` says stop; read failures are yielded straight through."""
+    while len(pending) < window and not _cancelled(cancel):
+        chunk = next(source, None)
+        if chunk is None:
+            return
+        if isinstance(chunk, Failure):
+            yield chunk, None
+            continue
+        pending[submit(chunk)] = chunk
+
+
 def _inline(chunks: Iterable[Chunk], job: Job, cancel: Callable[[], bool] | None) -> Iterator[Done]:
     for chunk in chunks:
         if _cancelled(cancel):
@@ -45,14 +61,8 @@ def _threads(chunks: Iterable[Chunk], job: Job, workers: int, cancel: Callable[[
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segloss-batch") as pool:
         try:
             while True:
-                while len(pending) < 2 * workers and not _cancelled(cancel):
-                    chunk = next(source, None)
-                    if chunk is None:
-                        break
-                    if isinstance(chunk, Failure):
-                        yield chunk, None
-                        continue
-                    pending[pool.submit(process_chunk, chunk, job, cancel)] = chunk
+                yield from _refill(source, pending, 2 * workers,
+                                   lambda chunk: pool.submit(process_chunk, chunk, job, cancel), cancel)
                 if _cancelled(cancel):
                     raise BatchCancelled("cancelled")
                 if not pending:
@@ -81,19 +91,16 @@ def _dask(chunks: Iterable[Chunk], job: Job, scheduler: str, cancel: Callable[[]
     pending: dict = {}
     finished = as_completed(loop=client.loop)
     source = iter(chunks)
+
+    def submit(chunk: list[Sample]) -> object:
+        future = client.submit(process_chunk, chunk, job, pure=False)
+        finished.add(future)
+        return future
+
     try:
         window = 2 * max(1, sum(client.nthreads().values()))
         while True:
-            while len(pending) < window and not _cancelled(cancel):
-                chunk = next(source, None)
-                if chunk is None:
-                    break
-                if isinstance(chunk, Failure):
-                    yield chunk, None
-                    continue
-                future = client.submit(process_chunk, chunk, job, pure=False)
-                pending[future] = chunk
-                finished.add(future)
+            yield from _refill(source, pending, window, submit, cancel)
             if _cancelled(cancel):
                 raise BatchCancelled("cancelled")
             if not pending:
