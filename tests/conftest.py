@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from napari_segloss.threads import torch_threads
+
 #: (name, loss, family) of the checkpoints in ``tiny_checkpoint_dir``
 TINY_CHECKPOINTS = (("tiny_dice", "dice", "region"), ("tiny_focal", "focal", "pixel"), ("tiny_bce", "bce", "pixel"))
 
@@ -53,3 +55,12 @@ def tiny_registry(tiny_checkpoint_dir: Path, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(empty))
     monkeypatch.setenv("NAPARI_SEGLOSS_CHECKPOINTS", str(tiny_checkpoint_dir))
     return tiny_checkpoint_dir
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests (restored after): their tensors are tiny, and
+    on the shared 2-core test machines two threads wait on each other. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    with torch_threads(1):
+        yield

@@ -25,6 +25,8 @@ from napari_segloss.inference import InferenceCancelled, predict, predict_many
 from napari_segloss.io import read_scans
 from napari_segloss.io.writers import write_dicom_series
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZE = 64
 CKPTS = ("tiny_dice", "tiny_bce")
 #: output names of the items that succeed in the standard ZIP, and whether they have a mask
@@ -89,17 +91,6 @@ def zip_folder(folder: Path, target: Path, extra: dict[str, bytes] | None = None
         for name, payload in (extra or {}).items():
             z.writestr(name, payload)
     return target
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machines two threads wait on each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

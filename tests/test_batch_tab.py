@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 from qtpy.QtCore import Qt
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 from napari_segloss.data.synthetic import generate_slice  # noqa: E402
 from napari_segloss.napari._batch_tab import BATCH_TAG, BatchTab, format_eta  # noqa: E402
@@ -27,17 +27,6 @@ def write_pairs(folder: Path, n: int, size: int = 48) -> Path:
             PILImage.fromarray(array).save(buffer, format="PNG")
             (folder / name).write_bytes(buffer.getvalue())
     return folder
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machines two threads wait on each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

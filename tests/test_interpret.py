@@ -19,14 +19,7 @@ from napari_segloss.interpret import (
 )
 from napari_segloss.interpret.maps import WEIGHTED_BCE, decomposes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only slow these tests down on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_segloss.interpret import loss_map
 from napari_segloss.napari import _layers
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 PLUGIN = "napari-segloss"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
