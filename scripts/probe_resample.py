@@ -29,6 +29,24 @@ def best_checkpoint() -> str:
     return max(list_checkpoints(), key=lambda info: info.card.test_metrics.get("dice") or 0.0).name
 
 
+def dice_at_finer_scale(checkpoint: str, slices: int, factor: float) -> tuple[list[float], list[float], list[float]]:
+    """Per-slice Dice of ``checkpoint`` on the tumour slices among the first ``slices`` synthetic
+    test slices upsampled by ``factor``: ``(without resampling, with resampling, native slices)``."""
+    plain, resampled, native = [], [], []
+    for seed in split_seeds("test", slices):
+        sample = generate_slice(seed, 256)
+        if not sample.mask.any():
+            continue
+        image = ndimage.zoom(sample.image.astype(np.float32), factor, order=1)
+        truth = ndimage.zoom(sample.mask.astype(np.uint8), factor, order=0).astype(bool)
+        spacing = tuple(s * sample.image.shape[0] / image.shape[0] for s in sample.spacing)
+        plain.append(compute(predict(image, checkpoint, device="cpu", spacing=spacing).mask(), truth)["dice"])
+        resampled.append(compute(predict(image, checkpoint, device="cpu", spacing=spacing, resample=True).mask(),
+                                 truth)["dice"])
+        native.append(compute(predict(sample.image, checkpoint, device="cpu").mask(), sample.mask)["dice"])
+    return plain, resampled, native
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="checkpoint name or path (default: best bundled test Dice)")
@@ -37,17 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     name = args.checkpoint or best_checkpoint()
-    plain, resampled, native = [], [], []
-    for seed in split_seeds("test", args.slices):
-        sample = generate_slice(seed, 256)
-        if not sample.mask.any():
-            continue
-        image = ndimage.zoom(sample.image.astype(np.float32), args.factor, order=1)
-        truth = ndimage.zoom(sample.mask.astype(np.uint8), args.factor, order=0).astype(bool)
-        spacing = tuple(s * sample.image.shape[0] / image.shape[0] for s in sample.spacing)
-        plain.append(compute(predict(image, name, device="cpu", spacing=spacing).mask(), truth)["dice"])
-        resampled.append(compute(predict(image, name, device="cpu", spacing=spacing, resample=True).mask(), truth)["dice"])
-        native.append(compute(predict(sample.image, name, device="cpu").mask(), sample.mask)["dice"])
+    plain, resampled, native = dice_at_finer_scale(name, args.slices, args.factor)
     print(f"{name}: {len(plain)} tumour slices upsampled x{args.factor:g}: mean Dice without resampling "
           f"{np.mean(plain):.3f}, with resampling {np.mean(resampled):.3f}; native slices {np.mean(native):.3f}")
     return 0
