@@ -82,7 +82,8 @@ def pixel_size_hint(scale: tuple[float, ...], card_spacing: tuple[float, ...] | 
     ratio = pixel_size_ratio(scale, card_spacing)
     if ratio is None or 0.75 <= ratio <= 4.0 / 3.0:
         return ""
-    image_mm, card_mm = math.sqrt(scale[-2] * scale[-1]), math.sqrt(card_spacing[-2] * card_spacing[-1])  # type: ignore[index]
+    card_mm = math.sqrt(card_spacing[-2] * card_spacing[-1])  # type: ignore[index]
+    image_mm = ratio * card_mm
     return (f"The image's pixels ({image_mm:.2g} mm) are {'finer' if ratio < 1 else 'coarser'} than the "
             f"checkpoint's training pixels ({card_mm:.2g} mm): tick 'Resample to the checkpoint's pixel size' "
             "to run it at its own scale.")
