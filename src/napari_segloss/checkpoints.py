@@ -110,6 +110,8 @@ class ModelCard:
         normalization: spec for :func:`napari_segloss.preprocess.normalize`.
         patch_size: training patch ``(H, W)`` in pixels, or None.
         pixel_spacing_mm: training pixel spacing in mm per axis, or None.
+        image_size: ``(H, W)`` in pixels of the whole training slices (the field of view the
+            network learnt at; an image of unknown pixel size is brought to it), or None.
         recipe / data: training recipe (optimiser, epochs, seed, ...) and data description.
         history: per-epoch dicts with ``epoch`` and optional ``train_loss``, ``val_dice``,
             ``val_iou``, ``seconds`` (numbers or None).
@@ -129,6 +131,7 @@ class ModelCard:
     normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     patch_size: tuple[int, ...] | None = None
     pixel_spacing_mm: tuple[float, ...] | None = None
+    image_size: tuple[int, ...] | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -182,6 +185,7 @@ class ModelCard:
             raise self._fail(f"normalization: {exc}") from None
         self.patch_size = self._sequence("patch_size", self.patch_size, int)
         self.pixel_spacing_mm = self._sequence("pixel_spacing_mm", self.pixel_spacing_mm, float)
+        self.image_size = self._sequence("image_size", self.image_size, int)
         if not isinstance(self.history, list):
             raise self._fail("history must be a list of per-epoch objects")
         for i, entry in enumerate(self.history):
