@@ -116,6 +116,10 @@ class ModelCard:
         history: per-epoch dicts with ``epoch`` and optional ``train_loss``, ``val_dice``,
             ``val_iou``, ``seconds`` (numbers or None).
         test_metrics: held-out metrics (NaN is stored as null).
+        calibration: how well the probabilities match the test frequencies (reliability bins,
+            ECE, MCE, Brier, NLL; before and after ``temperature``) and the post-hoc
+            ``temperature`` fitted on validation data (logits are divided by it); empty when
+            not measured.
         notes: free text. created: ISO 8601 time stamp. project_version: writer's version.
         weights_sha256: hex sha256 of the ``.safetensors`` file (set by :func:`save_checkpoint`).
     """
@@ -136,6 +140,7 @@ class ModelCard:
     data: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     test_metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     created: str = field(default_factory=_now)
     project_version: str = __version__
@@ -166,7 +171,8 @@ class ModelCard:
             self.family = _catalogue_family(self.loss) or ""
         if self.family not in _FAMILIES:
             raise self._fail(f"family must be one of {_FAMILIES}, got {self.family!r}")
-        for key in ("loss_hparams", "loss_state", "architecture", "normalization", "recipe", "data", "test_metrics"):
+        for key in ("loss_hparams", "loss_state", "architecture", "normalization", "recipe", "data", "test_metrics",
+                    "calibration"):
             if not isinstance(getattr(self, key), Mapping):
                 raise self._fail(f"{key} must be a JSON object, got {type(getattr(self, key)).__name__}")
         try:
