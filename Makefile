@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 QT_DEBS := xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
 	libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 \
-	libxcb-shape0 libegl1 libdbus-1-3 libgl1 libfontconfig1
+	libxcb-shape0 libegl1 libdbus-1-3 libgl1 libfontconfig1 dicom3tools
 # torch/torchvision: the pair that installs here from the local disk (a CUDA build that runs on CPU).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 qt-debs:
-	@if ! command -v xvfb-run >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-cursor; then \
+	@if ! command -v xvfb-run >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-cursor; then \
 		if [ "$$(id -u)" = "0" ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(QT_DEBS); \
 		else \
