@@ -493,3 +493,15 @@ def test_inverseform_distance_grows_with_misalignment() -> None:
     y = torch.cat([blob, blob.transpose(-1, -2), blob.flip(-2), make_target("blob", (64, 64), shift=-9)])
     values = [float(loss.distance(torch.roll(y, shifts=s, dims=-1), y)) for s in (0, 3, 6)]
     assert values[0] < values[1] < values[2], values
+
+
+def test_inverseform_losses_in_other_dtypes_do_not_move_each_others_net() -> None:
+    """One loss evaluated in float64 must not turn the shared frozen net (or another loss's) into float64."""
+    a, b = build("inverseform"), build("inverseform")
+    y = make_target("blob", (64, 64))
+    z32 = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    first = a(z32, y)
+    b(z32.double(), y.double())
+    torch.testing.assert_close(a(z32, y), first)  # raised a dtype error when b moved the cached net
+    assert {p.dtype for p in load_inverse_net().parameters()} == {torch.float32}
+    assert {p.device.type for p in load_inverse_net().parameters()} == {"cpu"}

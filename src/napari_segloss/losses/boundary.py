@@ -15,6 +15,7 @@ Losses that are 2-D only (``info(name).dims == {2}``) raise ``ValueError`` on vo
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -396,14 +397,29 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_inverse_net(path: str | Path | None = None) -> InverseNet:
+def load_inverse_net(
+    path: str | Path | None = None, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> InverseNet:
     """The frozen InverseForm net from ``path`` (default ``weights_dir()/aux/inverseform.safetensors``).
 
     The sibling ``.json`` card gives the architecture and the file's SHA-256, which is checked.
-    Loaded with safetensors (no pickle), strict, in eval mode, float32, parameters frozen.
-    Cached per resolved file, so a changed ``NAPARI_SEGLOSS_WEIGHTS`` is honoured.
+    Loaded with safetensors (no pickle), strict, in eval mode, parameters frozen. Cached per file
+    (so a changed ``NAPARI_SEGLOSS_WEIGHTS`` is honoured) and per ``(device, dtype)``: each
+    placement is its own copy, so a float64 or CUDA user never moves the float32 CPU net that
+    other losses share. Callers must not move or modify the returned net.
     """
-    return _load_inverse_net(Path(path) if path is not None else weights_dir() / INVERSEFORM_FILE)
+    weights = Path(path) if path is not None else weights_dir() / INVERSEFORM_FILE
+    return _placed_inverse_net(weights, torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _placed_inverse_net(weights: Path, device: torch.device, dtype: torch.dtype) -> InverseNet:
+    net = _load_inverse_net(weights)
+    if device == torch.device("cpu") and dtype == torch.float32:
+        return net
+    placed = copy.deepcopy(net).to(device=device, dtype=dtype)
+    placed.weights_sha256 = net.weights_sha256
+    return placed
 
 
 @functools.lru_cache(maxsize=4)
@@ -470,17 +486,10 @@ class InverseFormLoss(SegLoss):
     def __init__(self, if_weight: float = 0.3) -> None:
         super().__init__()
         self.if_weight = if_weight
-        self._nets: dict[tuple[torch.device, torch.dtype], InverseNet] = {}
-
-    def _net(self, like: torch.Tensor) -> InverseNet:
-        key = (like.device, like.dtype)
-        if key not in self._nets:
-            self._nets[key] = load_inverse_net().to(device=like.device, dtype=like.dtype)
-        return self._nets[key]
 
     def distance(self, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """L_IF: mean tile norm of the net's coefficients for probabilities vs target (B, 1, H, W)."""
-        net = self._net(prob)
+        net = load_inverse_net(device=prob.device, dtype=prob.dtype)
         coeffs = net(boundary_tiles(inner_boundary(prob), net.tile), boundary_tiles(inner_boundary(target), net.tile))
         return coeffs.norm(dim=1).mean()
 
