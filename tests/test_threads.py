@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -51,6 +52,62 @@ def test_explicit_count_and_restoring_context() -> None:
     assert torch.get_num_threads() == 1
     with pytest.raises(ValueError):
         apply_thread_policy(-1)
+
+
+def _in_thread(call: Callable[[], object]) -> object:
+    """``call()`` run in a new thread; its result."""
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_overlapping_worker_blocks_leave_the_process_count_alone() -> None:
+    torch.set_num_threads(2)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def worker_a() -> None:
+        with torch_threads(1):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def worker_b() -> None:
+        a_in.wait(10)
+        with torch_threads(1):  # entered while A's block is on: A's temporary count looks like "before"
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=worker_a), threading.Thread(target=worker_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert torch.get_num_threads() == 2
+    assert _in_thread(torch.get_num_threads) == 2  # what every new (worker) thread starts with
+
+
+def test_a_worker_with_a_stale_count_does_not_reset_the_process() -> None:
+    torch.set_num_threads(2)
+    started, policy_set, done = threading.Event(), threading.Event(), threading.Event()
+
+    def long_lived_worker() -> None:  # a pool thread that read the count before the policy changed
+        torch.get_num_threads()
+        started.set()
+        policy_set.wait(10)
+        with torch_threads(1):
+            pass
+        done.set()
+
+    thread = threading.Thread(target=long_lived_worker)
+    thread.start()
+    started.wait(10)
+    apply_thread_policy(1)
+    policy_set.set()
+    thread.join(20)
+    assert done.is_set()
+    assert torch.get_num_threads() == 1 and _in_thread(torch.get_num_threads) == 1
 
 
 def test_cli_threads_option_and_bad_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -14,6 +14,7 @@ other), see ``benchmarks/README.md``. The policy:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -51,7 +52,8 @@ def threads_for(*, interactive: bool) -> int:
 
 
 def apply_thread_policy(threads: int | None = None, *, interactive: bool = False) -> int:
-    """Set torch's intra-op thread count (process-wide) and return it.
+    """Set torch's intra-op thread count (process-wide) and return it. Call it from the main
+    thread (see :func:`torch_threads`).
 
     Args:
         threads: an explicit count (``None`` or 0: follow the policy).
@@ -69,8 +71,16 @@ def apply_thread_policy(threads: int | None = None, *, interactive: bool = False
 def torch_threads(count: int) -> Iterator[None]:
     """Run torch on ``count`` CPU threads inside the block, restoring the previous count after.
 
-    The setting is process-wide: other torch work in the process runs with it meanwhile.
+    Only in the main thread. torch's setting is process-wide (``torch.set_num_threads`` also sets
+    the count every new thread starts with), but each thread reads its own copy: a worker thread
+    that set and "restored" it would leave the process with its stale copy, and two overlapping
+    workers would restore each other's temporary value. So in any other thread the block runs
+    with the process's count, unchanged. Threads started inside a main-thread block start with
+    ``count``.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
