@@ -2,7 +2,8 @@
 
 Inputs are 2D ``(H, W)`` or 3D ``(Z, H, W)`` masks of equal shape (bool, or integers / 0-1
 floats where non-zero means foreground) and ``spacing`` in mm per array axis, in array order
-(``(dz, dy, dx)`` for a ``(Z, H, W)`` volume); ``None`` means 1 mm per axis.
+(``(dz, dy, dx)`` for a ``(Z, H, W)`` volume); ``None`` means the pixel size is unknown, and
+lengths/areas/volumes are then in pixels.
 
 Definitions (P = prediction, G = ground truth; TP, FP, FN, TN are voxel counts)
 ----------------------------------------------------------------------------
@@ -10,7 +11,8 @@ Definitions (P = prediction, G = ground truth; TP, FP, FN, TN are voxel counts)
 * precision = TP / (TP + FP); recall (sensitivity) = TP / (TP + FN)
 * specificity = TN / (TN + FP); accuracy = (TP + TN) / N (both depend on the field of view)
 * f2 = F-beta with beta = 2 (see :func:`fbeta`): recall weighted four times as much as precision
-* volume_pred, volume_truth = voxel count x prod(spacing): mm² for 2D, mm³ for 3D
+* volume_pred, volume_truth = voxel count x prod(spacing): mm² for 2D, mm³ for 3D (px² / voxels
+  when the spacing is unknown)
   (:func:`to_ml` converts mm³ to mL); volume_abs_diff = |volume_pred - volume_truth|;
   volume_rel_diff = (volume_pred - volume_truth) / volume_truth, a *signed fraction*
   (+0.25 = prediction 25 % too large)
@@ -36,15 +38,11 @@ Definitions (P = prediction, G = ground truth; TP, FP, FN, TN are voxel counts)
 
 Empty-mask policy (the only place it is defined)
 -------------------------------------------------
-One rule: a ratio is NaN exactly when its denominator is 0, never a substituted 0 or 1.
-
-================================  ==========  =========  ======  ===========  ==========  ====
-case                              dice / iou  precision  recall  hd95 / assd  pct_*       nsd
-================================  ==========  =========  ======  ===========  ==========  ====
-P and G both empty                NaN         NaN        NaN     NaN          NaN         NaN
-G empty, P not (false alarm)      0           0          NaN     NaN          NaN         0
-P empty, G not (missed tumour)    0           NaN        0       NaN          0/0/100     0
-================================  ==========  =========  ======  ===========  ==========  ====
+One rule: a ratio is NaN exactly when its denominator is 0, never a substituted 0 or 1. Each
+metric's :class:`MetricSpec` states its value in the three empty cases (``spec.empty``, an
+:class:`EmptyRule`; ``tests/test_metrics.py`` checks :func:`compute` against every rule):
+both masks empty; ground truth empty, prediction not (a false alarm); prediction empty, ground
+truth not (a missed tumour).
 
 Dice/IoU of two empty masks are NaN as in MONAI's default (``ignore_empty=True``), nnU-Net and
 DeepMind, so averages taken with ``np.nanmean`` skip tumour-free cases; a false alarm scores 0
@@ -53,12 +51,25 @@ empty mask are NaN where MONAI returns inf (HD, ASSD) or NaN (HD95): there is no
 measure from. NSD with exactly one empty mask is 0, as in MONAI and DeepMind. The counts and
 volumes are always defined, and specificity/accuracy are defined whenever the field of view
 has background. :func:`format_value` shows NaN as "n/a".
+
+Units and the registry
+----------------------
+:data:`REGISTRY` holds one :class:`MetricSpec` per metric (key, title, unit kind, direction,
+empty-mask rule, number format, the function that computes it); :func:`compute`, the CLI, the
+batch CSV/HTML/PDF, the model cards, the results page and the metrics panel all read it, so a new
+metric is one :func:`register` call. ``spacing=None`` means the pixel size is *unknown*
+(PNG/JPG, a layer scale of 1, see :mod:`napari_segloss.spacing`): lengths, areas and volumes are
+then in pixels (1 per pixel) and :func:`format_value` labels them "px", "px²" and "voxels",
+never "mm".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -66,38 +77,12 @@ from scipy.spatial import KDTree
 
 from napari_segloss.spacing import check_spacing
 
-#: the keys of :func:`compute`'s dict, in display order
-METRIC_KEYS: tuple[str, ...] = (
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-    "f2",
-    "hd95",
-    "assd",
-    "nsd",
-    "tp",
-    "fp",
-    "fn",
-    "tn",
-    "volume_pred",
-    "volume_truth",
-    "volume_abs_diff",
-    "volume_rel_diff",
-    "pct_correct",
-    "pct_over",
-    "pct_missed",
-)
+#: what a metric measures: a plain number, a length (mm, or px when the pixel size is unknown) or
+#: a size, which is an area for 2D masks (mm² / px²) and a volume for 3D ones (mm³ / voxels)
+Unit = Literal["none", "length", "size"]
+#: which values are better: higher, lower, closer to zero, or neither (a count, a size)
+Direction = Literal["higher", "lower", "zero", "none"]
 
-_COUNT_KEYS = frozenset({"tp", "fp", "fn", "tn"})
-_SCORE_KEYS = frozenset({"dice", "iou", "precision", "recall", "f2", "nsd"})
-_NEAR_ONE_KEYS = frozenset({"specificity", "accuracy"})
-_DISTANCE_KEYS = frozenset({"hd95", "assd"})
-_VOLUME_KEYS = frozenset({"volume_pred", "volume_truth", "volume_abs_diff"})
-_PERCENT_KEYS = frozenset({"pct_correct", "pct_over", "pct_missed"})
-_AREA_UNITS = {2: "mm²", 3: "mm³"}
 #: surface distances come from a k-d tree over the boundary voxels instead of two distance
 #: transforms of the crop box when the boundaries hold less than this fraction of the box's voxels
 #: (scattered false positives in a volume: ~9x faster; dense, noisy boundaries: the transforms win)
@@ -169,7 +154,8 @@ def fbeta(pred: np.ndarray, truth: np.ndarray, beta: float = 1.0) -> float:
 
 
 def volume(mask: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    """Physical size of a binary mask: voxel count x prod(spacing), mm² for 2D, mm³ for 3D."""
+    """Size of a binary mask: voxel count x prod(spacing), mm² for 2D, mm³ for 3D; the voxel
+    count when ``spacing`` is None (pixel size unknown)."""
     m = _as_mask(mask, "mask")
     return int(np.count_nonzero(m)) * math.prod(check_spacing(spacing, m.ndim))
 
@@ -250,15 +236,22 @@ def compute(
 
     Args:
         pred, truth: binary masks ``(H, W)`` or ``(Z, H, W)`` of equal shape (see :func:`check_masks`).
-        spacing: mm per array axis, in array order; ``None`` = 1 mm isotropic.
-        tolerance_mm: NSD tolerance in mm.
+        spacing: mm per array axis, in array order; ``None`` = pixel size unknown: distances,
+            sizes and the tolerance are then in pixels.
+        tolerance_mm: NSD tolerance in mm (in pixels when ``spacing`` is None).
     Returns:
-        dict with the keys of :data:`METRIC_KEYS` in that order: counts as ``int``, everything
-        else ``float``; hd95 and assd follow MONAI's definitions; NaN where undefined (see the
-        empty-mask policy), never inf.
+        dict with the keys of :data:`METRIC_KEYS` (one per :data:`REGISTRY` entry) in that
+        order: counts as ``int``, everything else ``float``; hd95 and assd follow MONAI's
+        definitions; NaN where undefined (see the empty-mask policy), never inf.
     Raises:
         ValueError: mismatched shapes (both named), bad spacing, non-binary input, or a
             negative / non-finite tolerance.
+
+    Examples:
+        >>> square = np.zeros((8, 8), bool); square[2:6, 2:6] = True
+        >>> values = compute(np.roll(square, 1, axis=1), square)  # spacing unknown: pixels
+        >>> format_value("dice", values["dice"]), format_value("hd95", values["hd95"], spacing_known=False)
+        ('0.750', '1.00 px')
     """
     p, t = check_masks(pred, truth)
     sp = check_spacing(spacing, p.ndim)
@@ -268,43 +261,12 @@ def compute(
 
 
 def _compute(p: np.ndarray, t: np.ndarray, spacing: tuple[float, ...], tolerance: float) -> dict[str, float | int]:
-    tp, fp, fn, tn = _counts(p, t)
-    n_truth = tp + fn
-    voxel = math.prod(spacing)
-    vol_pred = (tp + fp) * voxel
-    vol_truth = n_truth * voxel
-    to_truth, to_pred = _surface_distances(p, t, spacing)
-    if to_truth.size and to_pred.size:
-        hd95 = float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
-        assd = float(np.concatenate([to_truth, to_pred]).mean())
-        nsd = _ratio(np.count_nonzero(to_truth <= tolerance) + np.count_nonzero(to_pred <= tolerance),
-                     to_truth.size + to_pred.size)
-    else:
-        hd95 = assd = math.nan
-        nsd = 0.0 if (tp + fp) or n_truth else math.nan
-    return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": _ratio(tp, tp + fp + fn),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, n_truth),
-        "specificity": _ratio(tn, tn + fp),
-        "accuracy": _ratio(tp + tn, p.size),
-        "f2": _fbeta_from_counts(tp, fp, fn, 2.0),
-        "hd95": hd95,
-        "assd": assd,
-        "nsd": nsd,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-        "volume_pred": float(vol_pred),
-        "volume_truth": float(vol_truth),
-        "volume_abs_diff": float(abs(vol_pred - vol_truth)),
-        "volume_rel_diff": _ratio(vol_pred - vol_truth, vol_truth),
-        "pct_correct": 100.0 * _ratio(tp, n_truth),
-        "pct_over": 100.0 * _ratio(fp, n_truth),
-        "pct_missed": 100.0 * _ratio(fn, n_truth),
-    }
+    pair = MaskPair(p, t, spacing, tolerance, *_counts(p, t))
+    out: dict[str, float | int] = {}
+    for key, spec in REGISTRY.items():
+        value = spec.compute(pair)
+        out[key] = value if type(value) is int else float(value)
+    return out
 
 
 def per_slice(
@@ -339,34 +301,247 @@ def per_slice(
     return [_compute(p[i], t[i], slice_spacing, float(tolerance_mm)) for i in range(p.shape[0])]
 
 
-def format_value(key: str, value: float | int | None, *, ndim: int | None = None) -> str:
+@dataclass(frozen=True)
+class MaskPair:
+    """What a metric's function reads: one binary pair, its voxel counts and its geometry.
+
+    Attributes:
+        pred, truth: bool masks ``(H, W)`` or ``(Z, H, W)`` of equal shape.
+        spacing: size of a voxel per array axis: mm, or 1.0 per axis when the pixel size is
+            unknown (distances are then in pixels).
+        tolerance: the NSD tolerance, in the unit of ``spacing``.
+        tp, fp, fn, tn: voxel counts.
+    """
+
+    pred: np.ndarray
+    truth: np.ndarray
+    spacing: tuple[float, ...]
+    tolerance: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def n_pred(self) -> int:
+        """Foreground voxels of the prediction (TP + FP)."""
+        return self.tp + self.fp
+
+    @property
+    def n_truth(self) -> int:
+        """Foreground voxels of the ground truth (TP + FN)."""
+        return self.tp + self.fn
+
+    @property
+    def voxel(self) -> float:
+        """Size of one voxel: prod(spacing), mm² (2D) or mm³ (3D), 1 when unknown."""
+        return math.prod(self.spacing)
+
+    @cached_property
+    def surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`surface_distances` ``(pred_to_truth, truth_to_pred)``, computed once per pair."""
+        return _surface_distances(self.pred, self.truth, self.spacing)
+
+
+@dataclass(frozen=True)
+class EmptyRule:
+    """A metric's value in the three empty-mask cases: a number, NaN (undefined), or None when
+    it is always computed from the counts (TN, volumes, specificity, ...)."""
+
+    both_empty: float | None
+    false_alarm: float | None  #: ground truth empty, prediction not
+    missed: float | None  #: prediction empty, ground truth not
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: everything a consumer needs to compute, show, sort and document it.
+
+    Attributes:
+        key: the column / dict key (``"dice"``); snake case.
+        title: the readable row title (``"Dice"``) shown by the metrics panel.
+        compute: ``compute(pair) -> value`` for a :class:`MaskPair`; ``int`` for counts, else
+            a float (NaN where undefined, never inf).
+        unit: ``"none"``, ``"length"`` (mm / px) or ``"size"`` (area in 2D, volume in 3D).
+        direction: which values are better (``"higher"``, ``"lower"``, ``"zero"``, ``"none"``).
+        empty: the value in the empty-mask cases (the module's policy).
+        fmt: ``str.format`` template of the number, without the unit (``"{:.3f}"``, ``"{:.1f} %"``).
+        scale: the value is multiplied by it before formatting (100 for a fraction shown in %).
+        headline: shown in the summary tables (CLI table, batch HTML and PDF); every metric is in
+            the CSV/JSON files and the metrics panel.
+        card_key: the key of the model cards' ``test_metrics`` that records it, or None.
+    """
+
+    key: str
+    title: str
+    compute: Callable[[MaskPair], float | int]
+    unit: Unit = "none"
+    direction: Direction = "higher"
+    empty: EmptyRule = EmptyRule(math.nan, 0.0, 0.0)
+    fmt: str = "{:.3f}"
+    scale: float = 1.0
+    headline: bool = False
+    card_key: str | None = None
+
+
+#: every metric, in display order; :func:`register` adds one
+REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    """Add ``spec`` at the end of :data:`REGISTRY`; :func:`compute` and every consumer then show it.
+
+    Raises ``ValueError`` if its key is already registered or is not a snake-case identifier.
+    """
+    if not (spec.key.isidentifier() and spec.key == spec.key.lower()):
+        raise ValueError(f"metric key {spec.key!r} must be a lower-case identifier (e.g. 'hd99')")
+    if spec.key in REGISTRY:
+        raise ValueError(f"metric {spec.key!r} is already registered")
+    REGISTRY[spec.key] = spec
+    return spec
+
+
+def unregister(key: str) -> MetricSpec:
+    """Remove and return the spec of ``key``; ``ValueError`` naming the registered keys if absent."""
+    if key not in REGISTRY:
+        raise ValueError(f"no metric {key!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY.pop(key)
+
+
+class _Keys(Sequence[str]):
+    """A live, read-only view of :data:`REGISTRY`'s keys (a registered metric appears at once)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return tuple(REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(REGISTRY))
+
+    def __repr__(self) -> str:
+        return f"METRIC_KEYS{tuple(REGISTRY)!r}"
+
+    def __eq__(self, other: object) -> bool:  # compares like the tuple it replaced
+        return isinstance(other, Sequence) and not isinstance(other, str) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the registry
+
+
+#: the keys of :func:`compute`'s dict, in display order (a live view of :data:`REGISTRY`)
+METRIC_KEYS: Sequence[str] = _Keys()
+
+
+def headline_keys() -> tuple[str, ...]:
+    """Keys of the metrics shown in summary tables (``MetricSpec.headline``), in display order."""
+    return tuple(k for k, spec in REGISTRY.items() if spec.headline)
+
+
+def card_scores() -> dict[str, str]:
+    """Model-card ``test_metrics`` key -> metric key, for the metrics cards record."""
+    return {spec.card_key: k for k, spec in REGISTRY.items() if spec.card_key}
+
+
+def _distance(reduce: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[MaskPair], float]:
+    def value(pair: MaskPair) -> float:
+        to_truth, to_pred = pair.surface
+        return reduce(to_truth, to_pred) if to_truth.size and to_pred.size else math.nan
+
+    return value
+
+
+def _nsd(pair: MaskPair) -> float:
+    to_truth, to_pred = pair.surface
+    if not (to_truth.size and to_pred.size):
+        return 0.0 if pair.n_pred or pair.n_truth else math.nan
+    within = np.count_nonzero(to_truth <= pair.tolerance) + np.count_nonzero(to_pred <= pair.tolerance)
+    return _ratio(within, to_truth.size + to_pred.size)
+
+
+_NAN = math.nan
+_DEFINED = EmptyRule(None, None, None)
+_PER_TUMOUR = EmptyRule(_NAN, _NAN, None)  # a percentage of the true tumour: undefined without one
+for _spec in (
+    MetricSpec("dice", "Dice", lambda m: _ratio(2 * m.tp, 2 * m.tp + m.fp + m.fn), headline=True, card_key="dice"),
+    MetricSpec("iou", "IoU (Jaccard)", lambda m: _ratio(m.tp, m.tp + m.fp + m.fn), headline=True, card_key="iou"),
+    MetricSpec("precision", "Precision", lambda m: _ratio(m.tp, m.n_pred), empty=EmptyRule(_NAN, 0.0, _NAN),
+               headline=True, card_key="precision"),
+    MetricSpec("recall", "Recall (sensitivity)", lambda m: _ratio(m.tp, m.n_truth), empty=EmptyRule(_NAN, _NAN, 0.0),
+               headline=True, card_key="sensitivity"),
+    MetricSpec("specificity", "Specificity", lambda m: _ratio(m.tn, m.tn + m.fp), empty=_DEFINED, fmt="{:.4f}",
+               card_key="specificity"),
+    MetricSpec("accuracy", "Accuracy", lambda m: _ratio(m.tp + m.tn, m.pred.size), empty=_DEFINED, fmt="{:.4f}"),
+    MetricSpec("f2", "F2 (recall-weighted)", lambda m: _fbeta_from_counts(m.tp, m.fp, m.fn, 2.0), headline=True),
+    MetricSpec("hd95", "Hausdorff 95 %",
+               _distance(lambda a, b: float(max(np.percentile(a, 95), np.percentile(b, 95)))),
+               unit="length", direction="lower", empty=EmptyRule(_NAN, _NAN, _NAN), fmt="{:.2f}",
+               headline=True, card_key="hd95"),
+    MetricSpec("assd", "Avg. surface distance", _distance(lambda a, b: float(np.concatenate([a, b]).mean())),
+               unit="length", direction="lower", empty=EmptyRule(_NAN, _NAN, _NAN), fmt="{:.2f}", headline=True),
+    MetricSpec("nsd", "Surface Dice (NSD)", _nsd, headline=True),
+    MetricSpec("tp", "TP count (correct)", lambda m: m.tp, empty=_DEFINED, fmt="{:d}"),
+    MetricSpec("fp", "FP count (over-predicted)", lambda m: m.fp, direction="lower", empty=_DEFINED, fmt="{:d}"),
+    MetricSpec("fn", "FN count (missed)", lambda m: m.fn, direction="lower", empty=_DEFINED, fmt="{:d}"),
+    MetricSpec("tn", "TN count (background)", lambda m: m.tn, direction="none", empty=_DEFINED, fmt="{:d}"),
+    MetricSpec("volume_pred", "Predicted size", lambda m: m.n_pred * m.voxel, unit="size", direction="none",
+               empty=_DEFINED, fmt="{:.1f}"),
+    MetricSpec("volume_truth", "True size", lambda m: m.n_truth * m.voxel, unit="size", direction="none",
+               empty=_DEFINED, fmt="{:.1f}"),
+    MetricSpec("volume_abs_diff", "Size difference", lambda m: abs(m.n_pred - m.n_truth) * m.voxel, unit="size",
+               direction="lower", empty=_DEFINED, fmt="{:.1f}"),
+    MetricSpec("volume_rel_diff", "Relative size difference", lambda m: _ratio(m.n_pred - m.n_truth, m.n_truth),
+               direction="zero", empty=EmptyRule(_NAN, _NAN, -1.0), fmt="{:+.1f} %", scale=100.0, headline=True),
+    MetricSpec("pct_correct", "Correct, % of tumour", lambda m: 100.0 * _ratio(m.tp, m.n_truth),
+               empty=EmptyRule(_NAN, _NAN, 0.0), fmt="{:.1f} %"),
+    MetricSpec("pct_over", "Over-predicted, % of tumour", lambda m: 100.0 * _ratio(m.fp, m.n_truth),
+               direction="lower", empty=EmptyRule(_NAN, _NAN, 0.0), fmt="{:.1f} %"),
+    MetricSpec("pct_missed", "Missed, % of tumour", lambda m: 100.0 * _ratio(m.fn, m.n_truth),
+               direction="lower", empty=EmptyRule(_NAN, _NAN, 100.0), fmt="{:.1f} %"),
+):
+    register(_spec)
+del _spec
+
+
+def unit_label(unit: Unit, ndim: int | None, *, spacing_known: bool = True) -> str:
+    """The unit text of a ``unit`` kind: "" for "none"; "mm" / "px" for lengths; for sizes
+    "mm²" / "px²" (``ndim`` 2), "mm³" / "voxels" (``ndim`` 3), "" when ``ndim`` is None."""
+    if unit == "none" or (unit == "size" and ndim is None):
+        return ""
+    if unit == "length":
+        return "mm" if spacing_known else "px"
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    if spacing_known:
+        return "mm²" if ndim == 2 else "mm³"
+    return "px²" if ndim == 2 else "voxels"
+
+
+def format_value(key: str, value: float | int | None, *, ndim: int | None = None,
+                 spacing_known: bool = True) -> str:
     """Human-readable text for one metric value: ``"n/a"`` for NaN or None.
 
-    Scores get 3 decimals ("0.667"), specificity/accuracy 4, distances "2.83 mm", counts as
-    integers, percentages "12.5 %", volume_rel_diff as a signed percentage ("+25.0 %").
-    Volumes carry "mm²"/"mm³" when ``ndim`` (2 or 3, the masks' dimensionality) is given, plus
-    the mL equivalent for 3D; without ``ndim`` they are bare numbers. Unknown keys use 4
-    significant digits.
+    The number follows the spec's ``fmt`` (scores "0.667", specificity/accuracy "0.9455", counts
+    "36", percentages "12.5 %", volume_rel_diff "+25.0 %") and its unit follows
+    :func:`unit_label`: distances "2.83 mm", or "2.83 px" when ``spacing_known`` is False (the
+    pixel size is unknown). Sizes carry "mm²"/"mm³" (or "px²"/"voxels") when ``ndim`` (2 or 3,
+    the masks' dimensionality) is given, plus the mL equivalent of a 3D size in mm³; without
+    ``ndim`` they are bare numbers. Unregistered keys use 4 significant digits.
+
+    Examples:
+        >>> format_value("hd95", 2.828, spacing_known=False), format_value("volume_pred", 36.0, ndim=2)
+        ('2.83 px', '36.0 mm²')
     """
     if value is None or math.isnan(float(value)):
         return "n/a"
-    if key in _COUNT_KEYS:
-        return str(int(value))
-    if key in _SCORE_KEYS:
-        return f"{value:.3f}"
-    if key in _NEAR_ONE_KEYS:
-        return f"{value:.4f}"
-    if key in _DISTANCE_KEYS:
-        return f"{value:.2f} mm"
-    if key in _PERCENT_KEYS:
-        return f"{value:.1f} %"
-    if key == "volume_rel_diff":
-        return f"{100.0 * value:+.1f} %"
-    if key in _VOLUME_KEYS:
-        if ndim is None:
-            return f"{value:.1f}"
-        if ndim not in _AREA_UNITS:
-            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
-        text = f"{value:.1f} {_AREA_UNITS[ndim]}"
-        return f"{text} ({to_ml(value):.2f} mL)" if ndim == 3 else text
-    return f"{value:.4g}"
+    spec = REGISTRY.get(key)
+    if spec is None:
+        return f"{value:.4g}"
+    number = int(value) if spec.fmt.endswith(":d}") else float(value) * spec.scale
+    text = spec.fmt.format(number)
+    unit = unit_label(spec.unit, ndim, spacing_known=spacing_known)
+    if not unit:
+        return text
+    if spec.unit == "size" and ndim == 3 and spacing_known:
+        return f"{text} {unit} ({to_ml(value):.2f} mL)"
+    return f"{text} {unit}"
