@@ -1,0 +1,142 @@
+"""Calibration measures and the post-hoc temperature (napari_segloss.interpret.calibration),
+cross-checked against scikit-learn and torchmetrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, log_loss
+from torchmetrics.functional.classification import binary_calibration_error
+
+from napari_segloss.interpret import calibration as cal
+
+
+def _miscalibrated(n: int, seed: int = 0, temperature: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from sigmoid(z) and logits ``temperature * z``: over-confident by ``temperature``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, n)
+    y = rng.random(n) < 1.0 / (1.0 + np.exp(-z))
+    return temperature * z, y
+
+
+def test_reliability_width_matches_sklearn_calibration_curve() -> None:
+    rng = np.random.default_rng(1)
+    p, y = rng.random(5000), rng.random(5000) < 0.3
+    diagram = cal.reliability(p, y, n_bins=15)
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=15, strategy="uniform")
+    keep = diagram.count > 0
+    np.testing.assert_allclose(diagram.frequency[keep], prob_true, rtol=1e-12)
+    np.testing.assert_allclose(diagram.confidence[keep], prob_pred, rtol=1e-12)
+    assert diagram.count.sum() == 5000
+
+
+def test_reliability_mass_matches_sklearn_quantile_bins() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.beta(0.5, 2.0, 15 * 400)  # skewed: equal-width bins would be very unequal
+    y = rng.random(p.size) < p
+    diagram = cal.reliability(p, y, n_bins=15, strategy="mass")
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=15, strategy="quantile")
+    assert np.all(diagram.count == 400)
+    np.testing.assert_allclose(diagram.frequency, prob_true, rtol=1e-12)
+    np.testing.assert_allclose(diagram.confidence, prob_pred, rtol=1e-12)
+
+
+def test_ece_and_mce_match_torchmetrics() -> None:
+    z, y = _miscalibrated(20000, seed=3)
+    p = 1.0 / (1.0 + np.exp(-z))
+    preds, target = torch.from_numpy(p), torch.from_numpy(y.astype(np.int64))
+    ece = float(binary_calibration_error(preds, target, n_bins=15, norm="l1"))
+    mce = float(binary_calibration_error(preds, target, n_bins=15, norm="max"))
+    assert cal.expected_calibration_error(p, y) == pytest.approx(ece, abs=1e-9)
+    assert cal.maximum_calibration_error(p, y) == pytest.approx(mce, abs=1e-9)
+    assert ece > 0.05  # an over-confident model is measurably miscalibrated
+
+
+def test_brier_and_nll_match_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    p, y = rng.uniform(0.01, 0.99, 3000), rng.random(3000) < 0.4
+    assert cal.brier_score(p, y) == pytest.approx(brier_score_loss(y, p), rel=1e-12)
+    assert cal.negative_log_likelihood(p, y) == pytest.approx(log_loss(y, p), rel=1e-12)
+
+
+def test_nll_of_saturated_wrong_pixel_is_bounded() -> None:
+    assert cal.negative_log_likelihood(np.array([1.0]), np.array([0])) == pytest.approx(-np.log(cal.EPS), rel=1e-6)
+
+
+def test_perfectly_calibrated_data_has_small_ece_and_adaptive_ece() -> None:
+    rng = np.random.default_rng(5)
+    p = rng.random(200_000)
+    y = rng.random(p.size) < p
+    assert cal.expected_calibration_error(p, y) < 0.01
+    assert cal.expected_calibration_error(p, y, strategy="mass") < 0.01
+
+
+def test_fit_temperature_recovers_the_over_confidence() -> None:
+    z, y = _miscalibrated(60000, seed=6, temperature=3.0)
+    t = cal.fit_temperature(z, y)
+    assert t == pytest.approx(3.0, rel=0.05)
+    # the fitted T is where the exact NLL is lowest (against torch's BCE with logits)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    zt, yt = torch.from_numpy(z), torch.from_numpy(y.astype(np.float64))
+    at = float(bce(zt / t, yt))
+    assert at <= float(bce(zt / (t * 1.05), yt)) and at <= float(bce(zt / (t / 1.05), yt))
+    under, y2 = _miscalibrated(60000, seed=7, temperature=0.5)
+    assert cal.fit_temperature(under, y2) == pytest.approx(0.5, rel=0.05)
+
+
+def test_temperature_keeps_the_mask_at_one_half() -> None:
+    z, _ = _miscalibrated(5000, seed=8)
+    before, after = cal.apply_temperature(z, 1.0), cal.apply_temperature(z, 2.7)
+    np.testing.assert_array_equal(before >= 0.5, after >= 0.5)
+    rescaled = cal.rescale_probability(before, 2.7)
+    np.testing.assert_allclose(rescaled, after, atol=1e-3)  # float32 probabilities near 1 lose logit digits
+    np.testing.assert_array_equal(rescaled >= 0.5, before >= 0.5)
+    assert cal.rescale_probability(np.array([0.0, 1.0], np.float32), 3.0).tolist() == [0.0, 1.0]
+
+
+def test_slice_presence_uses_the_highest_probability() -> None:
+    prob = np.zeros((3, 4, 4), np.float32)
+    prob[0, 1, 1], prob[1, 2, 2] = 0.8, 0.3
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, 1, 1] = True
+    p, y = cal.slice_presence(prob, masks)
+    np.testing.assert_allclose(p, [0.8, 0.3, 0.0])
+    assert y.tolist() == [True, False, False]
+
+
+def test_calibration_summary_is_json_and_improves_after_temperature() -> None:
+    rng = np.random.default_rng(9)
+    z = rng.normal(0.0, 1.5, (12, 16, 16))
+    y = rng.random(z.shape) < 1.0 / (1.0 + np.exp(-z))
+    logits = 4.0 * z
+    summary = cal.calibration_summary(logits[:6], y[:6], logits[6:], y[6:])
+    json.dumps(summary, allow_nan=False)
+    assert summary["temperature"] == pytest.approx(4.0, rel=0.15)
+    pixels = summary["pixels"]
+    assert pixels["after"]["ece"] < pixels["before"]["ece"]
+    assert pixels["after"]["nll"] < pixels["before"]["nll"]
+    assert pixels["before"]["n"] == 6 * 16 * 16 and summary["slices"]["before"]["n"] == 6
+    width = cal.Reliability.from_dict(pixels["before"]["reliability"]["width"])
+    test_p = 1.0 / (1.0 + np.exp(-logits[6:]))
+    assert width.ece == pytest.approx(cal.expected_calibration_error(test_p, y[6:]), rel=1e-6)
+    assert summary["fit"]["nll_after"] <= summary["fit"]["nll_before"]
+
+
+@pytest.mark.parametrize(("probability", "target", "message"), [
+    (np.array([0.2, 1.3]), np.array([0, 1]), "in \\[0, 1\\]"),
+    (np.array([0.2, np.nan]), np.array([0, 1]), "finite"),
+    (np.zeros(3), np.zeros(4), "shape"),
+    (np.zeros(0), np.zeros(0), "at least one"),
+])
+def test_bad_input_is_one_clear_error(probability: np.ndarray, target: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cal.calibration_metrics(probability, target)
+
+
+def test_fit_temperature_refuses_probabilities_that_saturate_to_infinity() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        cal.fit_temperature(np.array([np.inf, -1.0]), np.array([1, 0]))
