@@ -4,7 +4,7 @@ Generic over ``available()``: metadata complete, ``build`` validation, finite va
 gradients in 2D and 3D for batch 1 and 4 and empty / full / single-pixel / blob targets, a
 perfect confident prediction scoring lower than a poor one, float32 == float64, half-precision
 inputs computed in float32, clear errors for bad inputs. Losses needing ``"features"`` get a
-random (B, 8, H/4, W/4) tensor (and a 1x1 head weight if ``compute`` takes ``head_weight``); ``"dataset_stats"`` losses are
+random (B, 8, H/4, W/4) tensor; ``"dataset_stats"`` losses are
 fitted on a few random blob masks; ``"epoch"`` losses are moved to epoch 3 of 10.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_segloss.losses import FAMILIES, LossInfo, SegLoss, available, build, info
+from napari_segloss.losses import EXTRAS, FAMILIES, LossInfo, SegLoss, available, build, info, signed_distance
 
 CATALOGUE = [
     # pixel
@@ -58,15 +58,12 @@ def _targets(batch: int, spatial: tuple[int, ...]) -> dict[str, torch.Tensor]:
 
 
 def _extras(meta: LossInfo, batch: int, spatial: tuple[int, ...], seed: int = 0) -> dict[str, Any]:
-    """Random features (B, 8, *spatial/4), plus the 1x1 head weight where ``compute`` names it."""
+    """Random features (B, 8, *spatial/4) for the losses that need them."""
     if "features" not in meta.needs:
         return {}
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, 8, *[max(1, n // 4) for n in spatial])
-    extras = {"features": torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)}
-    if "head_weight" in inspect.signature(build(meta.name).compute).parameters:
-        extras["head_weight"] = torch.randn((1, 8) + (1,) * len(spatial), generator=gen, dtype=torch.float64)
-    return extras
+    return {"features": torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)}
 
 
 def _prepared(name: str, spatial: tuple[int, ...]) -> SegLoss:
@@ -259,6 +256,59 @@ def test_bad_inputs_raise_value_error(name):
     if info(name).needs & {"features"}:
         with pytest.raises(ValueError, match="features"):
             loss(logits, target)
+
+
+# ---------------------------------------------------------------------------- the extras contract
+
+
+def _every_extra(target: torch.Tensor, spacing: tuple[float, ...], seed: int = 0) -> dict[str, Any]:
+    """A valid value for every keyword of ``EXTRAS`` (what a generic caller would pass)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (target.shape[0], 8, *[max(1, n // 4) for n in target.shape[2:]])
+    sdf = np.stack([signed_distance(m, spacing) for m in target[:, 0].numpy() > 0.5])[:, None]
+    return {"target_dist": torch.from_numpy(sdf), "spacing": spacing,
+            "features": torch.randn(shape, generator=gen, dtype=torch.float64),
+            "features2": torch.randn(shape, generator=gen, dtype=torch.float64)}
+
+
+@pytest.mark.parametrize("name, dim", CASES)
+def test_every_loss_takes_every_extra_and_ignores_those_it_does_not_use(name, dim):
+    _skip_unsupported(name, dim)
+    spatial = SHAPES[dim]
+    loss = _prepared(name, spatial)
+    assert set(loss.required_extras) <= loss.uses <= set(EXTRAS)
+    assert ("features" in loss.uses) == ("features" in info(name).needs)
+    target = _targets(2, spatial)["blob"]
+    logits = torch.randn(target.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spacing = (1.5, 0.75, 0.75)[-dim:]
+    every = _every_extra(target, spacing)
+    value = loss(logits, target, **every)
+    assert torch.isfinite(value)
+    torch.testing.assert_close(value, loss(logits, target, **{k: v for k, v in every.items() if k in loss.uses}))
+    # an unused extra is not even looked at; None is "not given"
+    junk = {key: "not a tensor" for key in EXTRAS if key not in loss.uses}
+    torch.testing.assert_close(loss(logits, target, **{**every, **junk}), value)
+    if not loss.required_extras:
+        torch.testing.assert_close(loss(logits, target, **dict.fromkeys(EXTRAS)), loss(logits, target))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_loss_rejects_an_unknown_keyword_the_same_way(name):
+    spatial = SHAPES[min(info(name).dims)]
+    loss = _prepared(name, spatial)
+    target = _targets(1, spatial)["blob"]
+    for key in ("head_weight", "epoch", "target_distance"):
+        with pytest.raises(ValueError, match=rf"^{name}: unknown input\(s\) \['{key}'\]; a loss takes only"):
+            loss(torch.zeros_like(target), target, **{key: 1}, **_extras(info(name), 1, spatial))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uses_declares_exactly_the_keywords_compute_names(name):
+    """``uses`` is what callers read instead of the signature: it must not drift from ``compute``."""
+    loss = build(name)
+    params = inspect.signature(loss.compute).parameters.values()
+    assert not any(p.kind is p.VAR_KEYWORD for p in params), "compute must name its extras"
+    assert {p.name for p in params} - {"logits", "target"} == loss.uses
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if 3 not in info(n).dims])

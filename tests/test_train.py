@@ -14,7 +14,7 @@ from scipy import stats
 
 from napari_segloss.checkpoints import ModelCard, load
 from napari_segloss.losses import build, info
-from napari_segloss.losses.pixel import signed_distance_map
+from napari_segloss.losses import SegLoss, signed_distance
 from napari_segloss.metrics import compute
 from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model, forward_with_features
 from napari_segloss.train import Augment, Extras, Recipe, folder_splits, synthetic_splits, train
@@ -153,12 +153,13 @@ def test_extras_precompute_the_catalogue_distance_map():
     mask = np.zeros((32, 32), bool)
     mask[8:20, 10:24] = True
     maps = extras.sample_maps(mask, (0.5, 0.5))
-    np.testing.assert_allclose(maps["target_dist"], signed_distance_map(mask, (0.5, 0.5)))
+    np.testing.assert_allclose(maps["target_dist"], signed_distance(mask, (0.5, 0.5)), rtol=1e-6)
     logits, target = torch.randn(1, 1, 32, 32), torch.from_numpy(mask)[None, None].float()
     kwargs = extras.call_kwargs(maps={"target_dist": torch.from_numpy(maps["target_dist"])[None, None]},
-                                features=None, model=None, spacing=(0.5, 0.5), epoch=0)
-    assert set(kwargs) == {"target_dist", "spacing"}
+                                features=None, spacing=np.array([0.5, 0.5]))
+    assert kwargs["spacing"] == (0.5, 0.5)
     torch.testing.assert_close(loss(logits, target, **kwargs), loss(logits, target, spacing=(0.5, 0.5)))
+    assert Extras(build("dice"), info("dice").needs).maps == ()  # no distance transform for a loss without maps
 
 
 def test_extras_give_features_only_to_losses_that_need_them():
@@ -182,7 +183,7 @@ def test_extras_call_the_hooks():
     Extras(calf, info("calf").needs).fit(masks)
     assert calf.state() != before
 
-    class Spy(torch.nn.Module):
+    class Spy(SegLoss):
         calls: list = []
 
         def on_epoch(self, epoch, total):

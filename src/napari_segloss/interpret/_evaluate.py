@@ -3,7 +3,7 @@
 Every tool here evaluates a catalogue loss on a single 2-D image ``(1, 1, H, W)`` in float64 (so
 gradients of confident pixels do not underflow) and passes it exactly the keyword arguments the
 training pipeline would (:mod:`napari_segloss.train.extras`): precomputed target maps, ``spacing``
-(mm), decoder ``features`` for the losses that need them, ``head_weight`` where accepted.
+(mm) and decoder ``features`` for the losses that use them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_segloss.losses import build, info, resolve
-from napari_segloss.train.extras import PRECOMPUTED, accepted_kwargs
+from napari_segloss.losses import build, resolve
+from napari_segloss.train.extras import PRECOMPUTED
 
 #: probabilities are clipped to [PROB_EPS, 1 - PROB_EPS] before they become logits (a float32
 #: sigmoid already saturates to exactly 1 for logits above about 17)
@@ -67,25 +67,21 @@ def fixed_features(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
 
 
 def loss_kwargs(name: str, loss: torch.nn.Module, target: np.ndarray, *, spacing: Sequence[float],
-                features: torch.Tensor | None = None, head_weight: torch.Tensor | None = None) -> dict[str, Any]:
+                features: torch.Tensor | None = None) -> dict[str, Any]:
     """Keyword arguments of ``loss(logits, target, **kwargs)`` for one ``(H, W)`` bool ``target``.
 
     Raises ``ValueError`` when the loss needs decoder features and none are given.
     """
-    accepts = accepted_kwargs(loss)
     kwargs: dict[str, Any] = {
         key: torch.from_numpy(np.asarray(make(target, spacing), dtype=np.float64))[None, None]
-        for key, make in PRECOMPUTED.items() if key in accepts
+        for key, make in PRECOMPUTED.items() if key in loss.uses
     }
-    if "spacing" in accepts:
-        kwargs["spacing"] = tuple(float(s) for s in spacing)
-    if "features" in info(name).needs or "features" in accepts:
+    kwargs["spacing"] = tuple(float(s) for s in spacing)
+    if "features" in loss.uses:
         if features is None:
             raise ValueError(f"{name} needs the network's decoder features: run it from a checkpoint "
                              "(checkpoint_loss_map) or pass features=")
         kwargs["features"] = torch.as_tensor(features).detach().to(torch.float64)
-    if "head_weight" in accepts and head_weight is not None:
-        kwargs["head_weight"] = torch.as_tensor(head_weight).detach().to(torch.float64)
     return kwargs
 
 

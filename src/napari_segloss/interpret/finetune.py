@@ -270,8 +270,8 @@ def fine_tune(
         maps = [extras.sample_maps(c[1], pool.spacing[i]) for c, i in zip(crops, idx)]
         batched = {k: torch.from_numpy(np.stack([m[k] for m in maps]))[:, None].to(dev) for k in extras.maps}
         logits, features = forward_with_features(model, x)
-        kwargs = extras.call_kwargs(maps=batched, features=features if extras.features else None, model=model,
-                                    spacing=np.median([pool.spacing[i] for i in idx], axis=0), epoch=0)
+        kwargs = extras.call_kwargs(maps=batched, features=features,
+                                    spacing=np.median([pool.spacing[i] for i in idx], axis=0))
         value = criterion(logits, y, **kwargs)
         if not torch.isfinite(value):
             raise FloatingPointError(f"{loss_name}: loss became {value.item()} at step {step}")

@@ -132,7 +132,6 @@ def loss_map(
     kind: str = "auto",
     spacing: Sequence[float] | None = None,
     features: torch.Tensor | None = None,
-    head_weight: torch.Tensor | None = None,
     epoch: int | None = None,
     total_epochs: int | None = None,
     **hparams: Any,
@@ -150,7 +149,6 @@ def loss_map(
         spacing: in-plane pixel size in mm (row, column); default 1 mm.
         features: decoder features ``(1, C, H/4, W/4)`` for losses that need them (see
             :func:`checkpoint_loss_map`); held constant.
-        head_weight: the segmentation head's 1x1 conv weight, for losses that accept it.
         epoch, total_epochs: move a scheduled loss (Kervadec's boundary loss) to this epoch.
         **hparams: the loss's hyper-parameters (default: its paper values).
     Returns:
@@ -163,7 +161,7 @@ def loss_map(
     spacing = (1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
     logits = to_logits(pred, kind)
     name, loss = make_loss(loss_name, hparams, epoch=epoch, total_epochs=total_epochs)
-    kwargs = loss_kwargs(name, loss, truth, spacing=spacing, features=features, head_weight=head_weight)
+    kwargs = loss_kwargs(name, loss, truth, spacing=spacing, features=features)
     value, grad = value_and_grad(loss, logits, truth, kwargs)
     per_pixel = None
     decompose = _decomposition(name)
@@ -209,7 +207,6 @@ def checkpoint_loss_map(
     from napari_segloss.losses import info, resolve
     from napari_segloss.models import forward_with_features
     from napari_segloss.preprocess import normalize
-    from napari_segloss.train.extras import head_weight as head_weight_of
 
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load(checkpoint, device=device)
     volume = np.asarray(image)
@@ -232,8 +229,7 @@ def checkpoint_loss_map(
     if "features" not in info(name).needs:
         result = loss_map(logits_np[crop], truth, name, **common)
     else:
-        padded = loss_map(logits_np, np.pad(truth, pads, mode="reflect"), name, features=features.cpu(),
-                          head_weight=head_weight_of(model).cpu(), **common)
+        padded = loss_map(logits_np, np.pad(truth, pads, mode="reflect"), name, features=features.cpu(), **common)
         result = LossMap(name, padded.value, padded.gradient[crop],
                          None if padded.per_pixel is None else padded.per_pixel[crop])
     return LossMap(result.loss, result.value, result.gradient, result.per_pixel, index if volume.ndim == 3 else None)

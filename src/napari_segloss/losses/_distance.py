@@ -58,6 +58,22 @@ def batch_signed_distance(target: torch.Tensor, spacing: Sequence[float] | None 
     return torch.from_numpy(out.reshape(masks.shape)).to(device=target.device, dtype=dtype)
 
 
+def target_distance(
+    target: torch.Tensor, target_dist: torch.Tensor | None, spacing: Sequence[float] | None = None
+) -> torch.Tensor:
+    """The target's signed distance map ``(B, 1, *spatial)`` for a loss: ``target_dist`` when given
+    (checked, detached, in ``target``'s device and dtype), else :func:`batch_signed_distance`.
+
+    Raises ``ValueError`` when ``target_dist`` is not a tensor of ``target``'s shape.
+    """
+    if target_dist is None:
+        return batch_signed_distance(target, spacing)
+    if not isinstance(target_dist, torch.Tensor) or target_dist.shape != target.shape:
+        shape = tuple(target_dist.shape) if isinstance(target_dist, torch.Tensor) else type(target_dist).__name__
+        raise ValueError(f"target_dist must be a tensor of the target's shape {tuple(target.shape)}, got {shape}")
+    return target_dist.detach().to(device=target.device, dtype=target.dtype)
+
+
 def has_boundary(target: torch.Tensor) -> torch.Tensor:
     """``(B,)`` bool: whether each binary map ``(B, C, *spatial)`` has both classes."""
     flat = target.reshape(target.shape[0], -1) > 0.5

@@ -4,7 +4,7 @@ Every loss takes ``logits`` ``(B, 1, H, W)`` or ``(B, 1, D, H, W)`` and a binary
 same shape (see :mod:`napari_segloss.losses`). Distance maps come from one precomputable map:
 
 * ``target_dist=`` -- the signed Euclidean distance of the target,
-  :func:`napari_segloss.losses._distance.signed_distance` (``+`` outside, ``−`` inside, zero for an
+  :func:`napari_segloss.losses.signed_distance` (``+`` outside, ``−`` inside, zero for an
   empty or full mask), batched ``(B, 1, *spatial)``, in mm when computed with a spacing. When it
   is absent it is computed from the target (scipy, CPU), which is what makes these losses slow.
 * ``spacing=`` -- mm per spatial axis (a sequence of 2 or 3 floats) for anisotropic images; it
@@ -34,6 +34,7 @@ from napari_segloss.losses._distance import (
     dilate,
     has_boundary,
     inner_boundary,
+    target_distance,
 )
 from napari_segloss.losses._functional import SMOOTH, bce_map, dice_index, per_image_mean, soft_counts
 from napari_segloss.losses._registry import LossInfo, register
@@ -42,17 +43,10 @@ from napari_segloss.paths import weights_dir
 
 Spacing = Sequence[float] | np.ndarray | None
 
+#: the extras of the losses built on the target's distance map
+_DISTANCE_INPUTS = frozenset({"target_dist", "spacing"})
+
 _TARGET_EDT = "a distance transform of the target on every call unless target_dist= is precomputed (scipy, CPU)"
-
-
-def _signed_target(target: torch.Tensor, target_dist: torch.Tensor | None, spacing: Spacing) -> torch.Tensor:
-    """The target's signed distance map ``(B, 1, *spatial)``: given, or computed (no gradient)."""
-    if target_dist is None:
-        return batch_signed_distance(target, spacing)
-    if not isinstance(target_dist, torch.Tensor) or target_dist.shape != target.shape:
-        shape = tuple(target_dist.shape) if isinstance(target_dist, torch.Tensor) else type(target_dist).__name__
-        raise ValueError(f"target_dist must be a tensor of the target's shape {tuple(target.shape)}, got {shape}")
-    return target_dist.detach().to(device=target.device, dtype=target.dtype)
 
 
 def _voxel_step(spacing: Spacing, ndim: int) -> float:
@@ -117,6 +111,7 @@ class KervadecBoundaryLoss(SegLoss):
     """
 
     name = "boundary"
+    uses = _DISTANCE_INPUTS
 
     def __init__(self, alpha_start: float = 1.0, alpha_step: float = 0.01, alpha_min: float = 0.01) -> None:
         super().__init__()
@@ -144,7 +139,7 @@ class KervadecBoundaryLoss(SegLoss):
         spacing: Spacing = None,
     ) -> torch.Tensor:
         prob = torch.sigmoid(logits)
-        sdf = _signed_target(target, target_dist, spacing)
+        sdf = target_distance(target, target_dist, spacing)
         level = torch.where(sdf < 0, sdf + _voxel_step(spacing, target.ndim - 2), sdf)
         boundary = per_image_mean(prob * level)
         dice = 1.0 - dice_index(*soft_counts(prob, target))
@@ -183,6 +178,7 @@ class HausdorffDTLoss(SegLoss):
     """Karimi's HD-DT loss. ``loss(logits, target, target_dist=None, spacing=None)``."""
 
     name = "hausdorff_dt"
+    uses = _DISTANCE_INPUTS
 
     def __init__(self, alpha: float = 2.0) -> None:
         super().__init__()
@@ -197,7 +193,7 @@ class HausdorffDTLoss(SegLoss):
         spacing: Spacing = None,
     ) -> torch.Tensor:
         prob = torch.sigmoid(logits)
-        d_target = _signed_target(target, target_dist, spacing).abs()
+        d_target = target_distance(target, target_dist, spacing).abs()
         d_pred = batch_signed_distance((prob > 0.5).to(prob.dtype), spacing).abs()
         weight = d_pred**self.alpha + d_target**self.alpha
         return per_image_mean((prob - target) ** 2 * weight).mean()
@@ -233,6 +229,7 @@ class BoundaryAwareLoss(SegLoss):
     """Boundary-band-weighted BCE. ``loss(logits, target, target_dist=None, spacing=None)``."""
 
     name = "boundary_aware"
+    uses = _DISTANCE_INPUTS
 
     def __init__(self, radius: float = 5.0, weight: float = 1.0) -> None:
         super().__init__()
@@ -246,7 +243,7 @@ class BoundaryAwareLoss(SegLoss):
         target_dist: torch.Tensor | None = None,
         spacing: Spacing = None,
     ) -> torch.Tensor:
-        sdf = _signed_target(target, target_dist, spacing)
+        sdf = target_distance(target, target_dist, spacing)
         dist = _boundary_band(sdf, target, _voxel_step(spacing, target.ndim - 2))
         weights = 1.0 + self.weight * (1.0 - dist / self.radius).clamp(min=0.0)
         return per_image_mean(weights * bce_map(logits, target)).mean()
@@ -301,6 +298,7 @@ class ActiveBoundaryLoss(SegLoss):
     """BCE + Active Boundary Loss (2-D). ``loss(logits, target, target_dist=None, spacing=None)``."""
 
     name = "active_boundary"
+    uses = _DISTANCE_INPUTS
     supported_dims = (2,)
 
     def __init__(
@@ -337,7 +335,7 @@ class ActiveBoundaryLoss(SegLoss):
         spacing: Spacing = None,
     ) -> torch.Tensor:
         bce = _bce(logits, target)
-        sdf = _signed_target(target, target_dist, spacing)
+        sdf = target_distance(target, target_dist, spacing)
         dist = _boundary_band(sdf, target, _voxel_step(spacing, 2))
         log_p = _two_class_log_probs(logits)
         item, row, col = (self.predicted_boundary(log_p) & torch.isfinite(dist))[:, 0].nonzero(as_tuple=True)
@@ -548,6 +546,7 @@ class ConditionalBoundaryLoss(SegLoss):
     """BCE + CBL terms on decoder features. ``loss(logits, target, features=...)``; 2-D only."""
 
     name = "conditional_boundary"
+    uses = frozenset({"features"})
     required_extras = ("features",)
     supported_dims = (2,)
 
@@ -747,6 +746,7 @@ class RegionWiseLoss(SegLoss):
     """Region-wise loss with RRW maps. ``loss(logits, target, target_dist=None, spacing=None)``."""
 
     name = "region_wise"
+    uses = _DISTANCE_INPUTS
 
     def compute(
         self,
@@ -757,7 +757,7 @@ class RegionWiseLoss(SegLoss):
         spacing: Spacing = None,
     ) -> torch.Tensor:
         prob = torch.sigmoid(logits)
-        maps = rrw_maps(target, _signed_target(target, target_dist, spacing))
+        maps = rrw_maps(target, target_distance(target, target_dist, spacing))
         return per_image_mean(torch.cat([1.0 - prob, prob], dim=1) * maps).mean()
 
 
@@ -792,6 +792,7 @@ class ShapeAwareLoss(SegLoss):
     """Contour-distance-weighted BCE. ``loss(logits, target, target_dist=None, spacing=None)``."""
 
     name = "shape_aware"
+    uses = _DISTANCE_INPUTS
 
     def compute(
         self,
@@ -802,7 +803,7 @@ class ShapeAwareLoss(SegLoss):
         spacing: Spacing = None,
     ) -> torch.Tensor:
         ndim = target.ndim - 2
-        sdf = _signed_target(target, target_dist, spacing)
+        sdf = target_distance(target, target_dist, spacing)
         with torch.no_grad():
             sizes = check_spacing(spacing, ndim)
             diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(target.shape[2:], sizes)))

@@ -72,7 +72,7 @@ class ComboLoss(SegLoss):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         wce = -(self.beta * target * F.logsigmoid(logits) + (1.0 - self.beta) * (1.0 - target) * F.logsigmoid(-logits))
         dsc = fn.dice_index(*fn.soft_counts(torch.sigmoid(logits), target))
         return self.alpha * wce.mean() - (1.0 - self.alpha) * dsc.mean()
@@ -141,7 +141,7 @@ class ExpLogLoss(SegLoss):
         """Fitted foreground frequency (``None`` before :meth:`fit_dataset`) and class weights."""
         return {"foreground_frequency": self.foreground_frequency, "class_weights": list(self.class_weights)}
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prob = torch.sigmoid(logits)
         tp, fp, fn_ = fn.soft_counts(prob, target)
         tp_bg = fn.per_image_sum((1.0 - prob) * (1.0 - target))
@@ -189,7 +189,7 @@ class UnifiedFocalLoss(SegLoss):
         self.delta = float(delta)
         self.gamma = float(gamma)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         d, g = self.delta, self.gamma
         log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
         focal = -d * target * log_p - (1.0 - d) * (1.0 - target) * torch.exp(g * log_p) * log_q
@@ -240,7 +240,7 @@ class DiceFocalLoss(SegLoss):
         self.gamma = float(gamma)
         self.alpha = None if alpha is None else float(alpha)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         dice = _dice_loss(torch.sigmoid(logits), target).mean()
         focal = fn.focal_map(logits, target, gamma=self.gamma, alpha=self.alpha).mean()
         return self.lambda_dice * dice + self.lambda_focal * focal
@@ -278,7 +278,7 @@ class DiceTopKLoss(SegLoss):
         self.dice = build("dice")
         self.topk = build("topk", k=k)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice.compute(logits, target) + self.topk.compute(logits, target)
 
 
@@ -375,7 +375,7 @@ class CALFLoss(SegLoss):
             "branch": self.branch,
         }
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         branch = self.branch
         if branch == "log10_ce":
             return fn.bce_map(logits, target).mean() / math.log(10.0)
@@ -454,6 +454,7 @@ _CONTRASTIVE_BOUNDS = {"dice_weight": _UNIT, "temperature": (1e-3, 10.0)}
 class _DiceContrastive(SegLoss):
     """``dice_weight·Dice + (1 − dice_weight)·contrastive(features)``; subclasses define the views."""
 
+    uses = frozenset({"features", "features2"})
     required_extras = ("features",)
 
     def __init__(self, dice_weight: float = 0.5, temperature: float = 0.5) -> None:
@@ -464,15 +465,17 @@ class _DiceContrastive(SegLoss):
     def contrastive(self, features: torch.Tensor, features2: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
-        features = _check_features(self.name, logits, extras["features"], "features")
-        second = extras.get("features2")
-        if second is not None:
-            second = _check_features(self.name, logits, second, "features2")
-            if second.shape != features.shape:
-                raise ValueError(f"{self.name}: features2 {tuple(second.shape)} != features {tuple(features.shape)}")
+    def compute(
+        self, logits: torch.Tensor, target: torch.Tensor, *, features: torch.Tensor,
+        features2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        features = _check_features(self.name, logits, features, "features")
+        if features2 is not None:
+            features2 = _check_features(self.name, logits, features2, "features2")
+            if features2.shape != features.shape:
+                raise ValueError(f"{self.name}: features2 {tuple(features2.shape)} != features {tuple(features.shape)}")
         dice = _dice_loss(torch.sigmoid(logits), target).mean()
-        return self.dice_weight * dice + (1.0 - self.dice_weight) * self.contrastive(features, second)
+        return self.dice_weight * dice + (1.0 - self.dice_weight) * self.contrastive(features, features2)
 
 
 _FEATURES_NOTE = (

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
+from napari_segloss.losses._distance import target_distance
 from napari_segloss.losses._functional import bce_map, focal_map, per_image_sum
 from napari_segloss.losses._registry import LossInfo, register
 from napari_segloss.losses.base import SegLoss
@@ -58,7 +58,7 @@ class BCELoss(SegLoss):
 
     name = "bce"
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return bce_map(logits, target).mean()
 
 
@@ -113,7 +113,7 @@ class WeightedBCELoss(SegLoss):
     def state(self) -> dict[str, Any]:
         return {"pos_weight": self.pos_weight}
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = self.pos_weight
         if weight is None:
             n_pos = float(target.sum())
@@ -161,7 +161,7 @@ class BalancedBCELoss(SegLoss):
     def state(self) -> dict[str, Any]:
         return {"dataset_beta": self.dataset_beta}
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         n = target[0].numel()
         n_pos = per_image_sum(target)
         beta = 1.0 - n_pos / n
@@ -199,7 +199,7 @@ class TopKLoss(SegLoss):
         super().__init__()
         self.k = float(k)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = bce_map(logits, target).flatten(1)
         count = max(1, int(ce.shape[1] * self.k / 100.0))
         return ce.topk(count, dim=1, sorted=False).values.mean()
@@ -233,29 +233,8 @@ class FocalLoss(SegLoss):
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return focal_map(logits, target, gamma=self.gamma, alpha=self.alpha).mean()
-
-
-def signed_distance_map(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
-    """Signed Euclidean distance of every pixel to the boundary of one binary mask.
-
-    Args:
-        mask: binary array, spatial axes only ((H, W) or (D, H, W)).
-        spacing: pixel size in mm per axis (``None``: 1 mm).
-
-    Returns:
-        float32 array of ``mask``'s shape, in mm: minus the distance to the nearest background
-        pixel inside the object, plus the distance to the nearest object pixel outside it
-        (the convention of ``target_dist=`` throughout the catalogue). A mask without boundary
-        (empty or full) gives zeros.
-    """
-    mask = np.asarray(mask).astype(bool)
-    if not mask.any() or mask.all():
-        return np.zeros(mask.shape, dtype=np.float32)
-    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
-    return (outside - inside).astype(np.float32)
 
 
 def boundary_proximity(target_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -288,7 +267,7 @@ def boundary_proximity(target_dist: torch.Tensor, target: torch.Tensor) -> torch
         "compute_edts_forPenalizedLoss (whose DisPenalizedCE then returns the unweighted CE; here the weighted one "
         "is returned). Empty or full targets have no boundary: Phi = 0, plain BCE. Distances are in mm when "
         "spacing= (mm per spatial axis) is passed; a data loader may pass target_dist= (B, 1, *spatial), the "
-        "signed distance map of signed_distance_map (negative inside), and Phi is derived from it. Not the "
+        "signed distance map of losses.signed_distance (negative inside), and Phi is derived from it. Not the "
         "seed's DistanceMapPenalizingLoss (it collapsed).",
         aliases=("DistancePenalizedCELoss", "DisPenalizedCE", "DistanceMapBCELoss", "DistanceMapCELoss"),
         check="torch.nn.BCEWithLogitsLoss(weight=1 + Phi) with Phi from brute-force distances (tests)",
@@ -299,27 +278,21 @@ def boundary_proximity(target_dist: torch.Tensor, target: torch.Tensor) -> torch
 class DistanceBCELoss(SegLoss):
     """BCE weighted by ``1 + Phi``, Phi the inverted distance-to-boundary map of the target.
 
-    Extras: ``target_dist`` (B, 1, *spatial) signed distance in mm (:func:`signed_distance_map`),
-    computed from ``target`` with ``spacing`` (mm per spatial axis) when not given.
+    Extras: ``target_dist`` (B, 1, *spatial) signed distance in mm
+    (:func:`napari_segloss.losses.signed_distance`), computed from ``target`` with ``spacing``
+    (mm per spatial axis) when not given.
     """
 
     name = "distance_bce"
+    uses = frozenset({"target_dist", "spacing"})
 
     def compute(
         self,
         logits: torch.Tensor,
         target: torch.Tensor,
-        target_dist: torch.Tensor | np.ndarray | None = None,
+        *,
+        target_dist: torch.Tensor | None = None,
         spacing: Sequence[float] | None = None,
-        **_: Any,
     ) -> torch.Tensor:
-        if target_dist is None:
-            masks = target.detach().cpu().numpy()[:, 0] > 0.5
-            if spacing is not None and len(spacing) != masks.ndim - 1:
-                raise ValueError(f"{self.name}: spacing needs {masks.ndim - 1} values (mm per axis), got {spacing!r}")
-            target_dist = np.stack([signed_distance_map(m, spacing) for m in masks])[:, None]
-        signed = torch.as_tensor(target_dist, dtype=logits.dtype, device=logits.device)
-        if signed.shape != target.shape:
-            raise ValueError(f"{self.name}: target_dist shape {tuple(signed.shape)} != target shape {tuple(target.shape)}")
-        phi = boundary_proximity(signed, target)
+        phi = boundary_proximity(target_distance(target, target_dist, spacing), target)
         return ((1.0 + phi) * bce_map(logits, target)).mean()

@@ -64,7 +64,7 @@ class DiceLoss(SegLoss):
         super().__init__()
         self.smooth = float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (1.0 - dice_index(*_counts(logits, target), self.smooth)).mean()
 
 
@@ -94,7 +94,7 @@ class IoULoss(SegLoss):
         super().__init__()
         self.smooth = float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (1.0 - jaccard_index(*_counts(logits, target), self.smooth)).mean()
 
 
@@ -125,7 +125,7 @@ class TverskyLoss(SegLoss):
         super().__init__()
         self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         tp, fp, fn = _counts(logits, target)
         return (1.0 - tversky_index(tp, fp, fn, self.alpha, self.beta, self.smooth)).mean()
 
@@ -157,7 +157,7 @@ class FocalTverskyLoss(SegLoss):
         super().__init__()
         self.alpha, self.beta, self.gamma, self.smooth = float(alpha), float(beta), float(gamma), float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         tp, fp, fn = _counts(logits, target)
         loss = 1.0 - tversky_index(tp, fp, fn, self.alpha, self.beta, self.smooth)
         return loss.clamp_min(1e-6).pow(self.gamma).mean()
@@ -187,7 +187,7 @@ class LogCoshDiceLoss(SegLoss):
         super().__init__()
         self.smooth = float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.log(torch.cosh(1.0 - dice_index(*_counts(logits, target), self.smooth))).mean()
 
 
@@ -217,7 +217,7 @@ class SensitivitySpecificityLoss(SegLoss):
         super().__init__()
         self.r, self.smooth = float(r), float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         squared = (target - torch.sigmoid(logits)) ** 2
         sensitivity = per_image_sum(squared * target) / (per_image_sum(target) + self.smooth)
         specificity = per_image_sum(squared * (1.0 - target)) / (per_image_sum(1.0 - target) + self.smooth)
@@ -276,7 +276,7 @@ class GeneralizedDiceLoss(SegLoss):
         super().__init__()
         self.weight_type, self.smooth = weight_type, float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return generalized_dice_loss(logits, target, self.weight_type, self.smooth).mean()
 
 
@@ -310,7 +310,7 @@ class GeneralizedWassersteinDiceLoss(SegLoss):
         self.register_buffer("distance", torch.tensor([[0.0, 1.0], [1.0, 0.0]]), persistent=False)
         self.register_buffer("class_alpha", torch.tensor([0.0, 1.0]), persistent=False)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prob = two_class(torch.sigmoid(logits)).flatten(2)  # (B, 2, N)
         labels = target.flatten(1).long()  # (B, N)
         distance = self.distance.to(prob)
@@ -348,7 +348,7 @@ class AsymmetricSimilarityLoss(SegLoss):
         super().__init__()
         self.beta, self.smooth = float(beta), float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         b2 = self.beta**2
         tp, fp, fn = _counts(logits, target)
         return (1.0 - tversky_index(tp, fp, fn, 1.0 / (1.0 + b2), b2 / (1.0 + b2), self.smooth)).mean()
@@ -381,7 +381,7 @@ class PenaltyGeneralizedDiceLoss(SegLoss):
         super().__init__()
         self.k, self.weight_type, self.smooth = float(k), weight_type, float(smooth)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         gd = generalized_dice_loss(logits, target, self.weight_type, self.smooth)
         return (gd / (1.0 + self.k * (1.0 - gd))).mean()
 
@@ -429,7 +429,7 @@ class LovaszHingeLoss(SegLoss):
         super().__init__()
         self.per_image = bool(per_image)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         rows = logits.shape[0] if self.per_image else 1
         return lovasz_hinge_rows(logits.reshape(rows, -1), target.reshape(rows, -1)).mean()
 
@@ -495,7 +495,7 @@ class RMILoss(SegLoss):
         super().__init__()
         self.radius, self.pool_size, self.bce_weight = int(radius), int(pool_size), float(bce_weight)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prob = torch.sigmoid(logits) + 1e-6
         batch = logits.shape[0]
         if logits.ndim == 5:  # (B, 1, D, H, W) -> (B * D, 1, H, W)
@@ -542,7 +542,7 @@ class RobustTLoss(SegLoss):
     def state(self) -> dict[str, Any]:
         return {"nu": float(self.nu.detach())}
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pixels = float(target[0].numel())
         log_precision = 1.0
         nu = torch.exp(self.nu.to(device=logits.device, dtype=logits.dtype)) + self.epsilon
@@ -594,7 +594,7 @@ class CMSSLoss(SegLoss):
         var = pool(x * x, self.window, stride=1, padding=self.window // 2, count_include_pad=False) - mean**2
         return (x - mean + self.c4) / (var.clamp_min(0.0).sqrt() + self.c4)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         labels = two_class(target)
         with torch.no_grad():
             error = (self._standardised(labels) - self._standardised(two_class(torch.sigmoid(logits)))).abs()
