@@ -2,15 +2,20 @@
 
 Refused members (listed with the reason, the rest is extracted): absolute paths (``/x``,
 ``C:\\x``, ``\\\\server\\x``), ``..`` components (zip slip), symbolic links, encrypted members,
-members that are not images (by extension; extension-less members must carry the DICOM magic
-``DICM`` at byte 128) and members whose compression ratio exceeds ``max_ratio``. The whole archive
-is refused (:class:`ArchiveError`) when its declared uncompressed size exceeds ``max_total_bytes``
-or it has more than ``max_members`` members (zip bombs). Sizes are enforced while copying too, so a
-header that understates a member's size cannot fill the disk.
+unsupported compression methods (deflate64, ...), corrupt members, members that are not scans
+(the format registry, :mod:`napari_segloss.io.formats`, decides by name and, for names it does
+not know, by the member's first bytes) and members above 1 MiB whose compression ratio exceeds
+``max_ratio``. The whole archive is refused (:class:`ArchiveError`) when it cannot be read (bad
+central directory, names that are not valid UTF-8), when the members to extract declare more
+than ``max_total_bytes``, when they expand more than ``max_ratio`` times *together* (many small
+members that each pass the per-member check), or when it has more than ``max_members`` members.
+Sizes are enforced while copying too, so a header that understates a member's size cannot fill
+the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -20,17 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-#: file name endings accepted as images (lower case); extension-less files must be DICOM
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".ima", ".nii", ".nii.gz")
+from napari_segloss.io import formats
+
 #: default limit on the archive's total uncompressed size (bytes)
 MAX_TOTAL_BYTES = 8 * 2**30
-#: default limit on one member's uncompressed / compressed size ratio (applied above 1 MiB)
+#: default limit on the uncompressed / compressed size ratio: of one member above 1 MiB, and of
+#: all the members to extract together once they exceed 1 MiB
 MAX_RATIO = 200.0
 #: default limit on the number of members
 MAX_MEMBERS = 200_000
 _RATIO_FLOOR_BYTES = 2**20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _COPY_CHUNK = 2**20
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}  # what zipfile decodes
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
 
 
 class ArchiveError(ValueError):
@@ -55,11 +63,6 @@ class Extraction:
     refused: list[Refused] = field(default_factory=list)
 
 
-def has_image_suffix(name: str) -> bool:
-    """Whether ``name`` ends in one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
@@ -76,10 +79,13 @@ def _unsafe_path(name: str) -> str | None:
     return None
 
 
-def _looks_dicom(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+def _recognised(archive: zipfile.ZipFile, info: zipfile.ZipInfo, base: str) -> bool:
+    """Whether the registry knows the member as a scan: by its name, else by its first bytes."""
+    if formats.by_name(base) is not None:
+        return True
     with archive.open(info) as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
+        head = handle.read(formats.HEAD_BYTES)
+    return formats.by_content(head) is not None
 
 
 def _member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_ratio: float) -> str | None:
@@ -90,18 +96,21 @@ def _member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_ratio: 
         return "symbolic link"
     if info.flag_bits & 0x1:
         return "encrypted member"
+    if info.compress_type not in _METHODS:
+        return f"unsupported compression method {info.compress_type} (deflate64 or newer)"
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > _RATIO_FLOOR_BYTES and ratio > max_ratio:
         return f"compression ratio {ratio:.0f}:1 exceeds {max_ratio:.0f}:1 (zip bomb?)"
     base = PurePosixPath(info.filename.replace("\\", "/")).name
     if base.startswith(".") or "__MACOSX" in info.filename:
         return "hidden or system file"
-    if has_image_suffix(base):
-        return None
-    if "." not in base and _looks_dicom(archive, info):
-        return None
-    suffix = PurePosixPath(base).suffix or "(no extension, not DICOM)"
-    return f"not an image file ({suffix})"
+    try:
+        if _recognised(archive, info, base):
+            return None
+    except _MEMBER_ERRORS as exc:  # bad CRC or truncated data in the first bytes
+        return f"corrupt member ({type(exc).__name__}: {exc})"
+    suffix = PurePosixPath(base).suffix or "no extension"
+    return f"not an image file ({suffix}; not DICOM or another known format)"
 
 
 def _copy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int) -> int:
@@ -115,6 +124,19 @@ def _copy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget:
                 raise ArchiveError(f"{info.filename}: holds more data than declared (zip bomb?)")
             dst.write(chunk)
     return written
+
+
+def _check_joint_ratio(zip_path: Path, infos: list[zipfile.ZipInfo], max_ratio: float) -> None:
+    """Refuse members that expand more than ``max_ratio`` times together once above 1 MiB: a
+    bomb made of many small members, each under the per-member floor."""
+    total = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    ratio = total / max(packed, 1)
+    if total > _RATIO_FLOOR_BYTES and ratio > max_ratio:
+        raise ArchiveError(
+            f"{zip_path}: {len(infos)} members expand {ratio:.0f}:1 together ({total / 2**30:.2f} GiB "
+            f"from {packed / 2**20:.1f} MiB), more than {max_ratio:.0f}:1 (zip bomb?)"
+        )
 
 
 def safe_extract(
@@ -141,8 +163,8 @@ def safe_extract(
     zip_path, root = Path(zip_path), Path(dest)
     try:
         archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(f"{zip_path}: not a readable ZIP file ({exc})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:  # ValueError: bad UTF-8 names
+        raise ArchiveError(f"{zip_path}: not a readable ZIP file ({type(exc).__name__}: {exc})") from None
     result = Extraction(root=root)
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir() and (members is None or members(i.filename))]
@@ -154,24 +176,28 @@ def safe_extract(
                 f"{zip_path}: {total / 2**30:.2f} GiB uncompressed exceeds the limit of "
                 f"{max_total_bytes / 2**30:.2f} GiB (zip bomb?)"
             )
+        checked = [(info, _member_problem(archive, info, max_ratio)) for info in infos]
+        accepted = [info for info, reason in checked if reason is None]
+        _check_joint_ratio(zip_path, accepted, max_ratio)
         root.mkdir(parents=True, exist_ok=True)
         budget = max_total_bytes
-        for info in infos:
-            reason = _member_problem(archive, info, max_ratio)
+        for info, reason in checked:
             if reason:
                 result.refused.append(Refused(info.filename, reason))
                 continue
             relative = PurePosixPath(info.filename.replace("\\", "/"))
             target = root.joinpath(*relative.parts)
-            if target.exists():
-                result.refused.append(Refused(info.filename, "duplicate member name"))
-                continue
             try:
+                if target.exists():
+                    result.refused.append(Refused(info.filename, "duplicate member name"))
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 budget -= _copy(archive, info, target, budget)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # bad CRC, truncated, clashing names
-                if target.is_file():
-                    target.unlink()
+            except ArchiveError:
+                raise
+            except _MEMBER_ERRORS as exc:  # bad CRC, truncated, clashing or too long names
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
                 what = "cannot be extracted" if isinstance(exc, OSError) else "corrupt member"
                 result.refused.append(Refused(info.filename, f"{what} ({exc})"))
                 continue

@@ -1,6 +1,7 @@
 """Find the scans in a batch input folder and pair each image with its ground-truth mask.
 
-Units: every PNG/JPG/BMP/TIFF/NIfTI/DICOM file is one unit, except that a sub-folder holding two
+Units: every file the format registry (:mod:`napari_segloss.io.formats`) recognises, by name or
+by content, is one unit, except that a sub-folder holding two
 or more DICOM files (and nothing else: no sub-folders, no raster files, no mask-named files) is
 one DICOM series unit named after the folder; when its headers hold several series and no mask
 pairs with it, each series is an item of its own (``folder/series_3_T1_post``). DICOM files
@@ -23,12 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from napari_segloss.batch.archive import has_image_suffix
+from napari_segloss.io import formats
 from napari_segloss.io.raster import is_mask_name
 
 Status = Literal["paired", "unpaired", "skipped", "failed"]
-_DICOM_SUFFIXES = (".dcm", ".ima")
-_RASTER_OR_NIFTI = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz")
 _PAIR_DIR = "\x00pair"  # stands for both "images" and "masks" while grouping
 
 
@@ -93,25 +92,6 @@ class _Unit:
     display: str
 
 
-def _is_dicom_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in _DICOM_SUFFIXES:
-        return True
-    if suffix:
-        return False
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def _stem(name: str) -> str:
-    lower = name.lower()
-    return name[: -len(".nii.gz")] if lower.endswith(".nii.gz") else str(PurePosixPath(name).with_suffix(""))
-
-
 def _strip_mask_suffix(stem: str) -> str:
     if not is_mask_name(stem + ".png"):
         return stem
@@ -134,7 +114,7 @@ def _pair_layout(rel_dir: PurePosixPath, root: Path) -> tuple[PurePosixPath, boo
 def _unit(path: Path, root: Path, *, folder: bool) -> _Unit:
     rel = PurePosixPath(path.relative_to(root).as_posix())
     pair_dir, in_masks = _pair_layout(rel.parent, root)
-    stem = rel.name if folder else _stem(rel.name)
+    stem = rel.name if folder else formats.stem_of(rel.name)
     is_mask = in_masks if in_masks is not None else is_mask_name(rel.name if not folder else rel.name + ".png")
     key = _strip_mask_suffix(stem) if is_mask else stem
     return _Unit(path, rel, bool(is_mask), (str(pair_dir), key), rel.as_posix() + ("/" if folder else ""))
@@ -147,27 +127,27 @@ def _walk(root: Path) -> tuple[list[_Unit], list[Entry]]:
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
         files = sorted(f for f in filenames if not f.startswith("."))
-        dicom = [f for f in files if _is_dicom_file(here / f)]
-        others = [f for f in files if f not in dicom]
-        series = (
-            len(dicom) >= 2
-            and not dirnames
-            and here != root
-            and not any(is_mask_name(f) for f in dicom)
-            and not any(has_image_suffix(f) for f in others)
-        )
+        kinds = {f: formats.detect(here / f) for f in files}
+        dicom = [f for f in files if kinds[f] is not None and kinds[f].name in ("dicom", "dicomdir")]
+        scans = [f for f in files if kinds[f] is not None and f not in dicom]
+        series = len(dicom) >= 2 and not dirnames and here != root and not scans and not any(map(is_mask_name, dicom))
         if series:
             units.append(_unit(here, root, folder=True))
         else:
             units.extend(_unit(here / f, root, folder=False) for f in dicom)
-        for f in others:
-            rel = (here / f).relative_to(root).as_posix()
-            if f.lower().endswith(_RASTER_OR_NIFTI):
-                units.append(_unit(here / f, root, folder=False))
-            else:
-                suffix = PurePosixPath(f).suffix or "(no extension, not DICOM)"
-                skipped.append(Entry(rel, "other", "skipped", reason=f"not an image file ({suffix})"))
+        units.extend(_unit(here / f, root, folder=False) for f in scans)
+        for f in files:
+            if kinds[f] is None:
+                rel = (here / f).relative_to(root).as_posix()
+                skipped.append(Entry(rel, "other", "skipped", reason=_not_a_scan(here / f)))
     return units, skipped
+
+
+def _not_a_scan(path: Path) -> str:
+    """Why a file the registry does not recognise is skipped."""
+    if not formats.is_regular_file(path):
+        return "not a regular file (FIFO, device or unreadable)"
+    return f"not an image file ({PurePosixPath(path.name).suffix or 'no extension'}, content not recognised)"
 
 
 def _add_series_items(image: _Unit, name: str, items: list[Item], entries: list[Entry], taken: set[str]) -> bool:

@@ -2,22 +2,23 @@
 
 ``read_scans(path)`` turns a file, a folder or a DICOMDIR into :class:`Scan` objects; the napari
 reader (:mod:`napari_segloss.napari._reader`), the CLI and the batch runner all go through it.
-Format modules are imported on first use, so importing this package stays cheap.
+Which files are scans, and which reader reads them, is the format registry's
+(:mod:`napari_segloss.io.formats`); every reader's failure reaches the caller as one
+:class:`ScanReadError`, and headers are checked against the memory budget
+(:mod:`napari_segloss.io.budget`) before pixels are decoded. Format modules are imported on
+first use, so importing this package stays cheap.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from napari_segloss.io import formats
 from napari_segloss.io.writers import write_array, write_csv, write_dicom_series, write_rgb_png
-
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 class ScanReadError(ValueError):
@@ -36,7 +37,8 @@ class Scan:
         data: spatial axes first (``(H, W)`` or ``(Z, H, W)``), plus a trailing colour axis of
             3 (RGB) or 4 (RGBA) for colour images only. DICOM values are modality values
             (rescaled, e.g. HU), MONOCHROME1 already inverted.
-        spacing: mm per spatial axis, numpy order (``(dz, dy, dx)``); 1.0 where the format has none.
+        spacing: mm per spatial axis, numpy order (``(dz, dy, dx)``); 1.0 where the format has none
+            (then ``spacing_known`` is False).
         origin: position (mm) of the first voxel along each spatial axis, in the scan's own axes
             (for an axial DICOM series: patient z, y, x); zeros where the format has none.
         name: a display name (DICOM: SeriesDescription, else modality and series number).
@@ -51,16 +53,15 @@ class Scan:
     name: str
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: Literal["image", "labels"] = "image"
+    #: False when the file records no pixel size (PNG/JPG, a TIFF without a physical unit):
+    #: ``spacing`` is then 1.0 per axis and distances/areas are in pixels
+    #: (:func:`napari_segloss.spacing.known_spacing`)
+    spacing_known: bool = True
 
     @property
     def rgb(self) -> bool:
         """Whether ``data`` has a trailing colour axis."""
         return self.data.ndim == len(self.spacing) + 1
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 def _unique_names(scans: list[Scan]) -> list[Scan]:
@@ -77,39 +78,14 @@ def read_scans(path: str | os.PathLike) -> list[Scan]:
     """Read a file, a folder of DICOM files (one or several series) or a DICOMDIR.
 
     Returns one :class:`Scan` per image or series (names made unique). Raises
-    :class:`ScanReadError` naming the file and the reason when nothing usable can be read; issues
+    :class:`ScanReadError` naming the file and the reason when nothing usable can be read (a
+    missing path, a FIFO or device, a malformed file, a header over the memory budget); issues
     :class:`ScanReadWarning` for skipped parts (bad files in a folder, irregular slice spacing).
     """
-    path = Path(path)
-    if not path.exists():
-        raise ScanReadError(f"{path}: no such file or folder")
-    suffix = _suffix(path)
-    if path.is_dir():
-        from napari_segloss.io.dicom import read_dicom_folder
-
-        scans = read_dicom_folder(path)
-    elif path.name.upper() == "DICOMDIR":
-        from napari_segloss.io.dicom import read_dicomdir
-
-        scans = read_dicomdir(path)
-    elif suffix in RASTER_SUFFIXES:
-        from napari_segloss.io.raster import read_raster
-
-        scans = read_raster(path)
-    elif suffix in NIFTI_SUFFIXES:
-        from napari_segloss.io.nifti import read_nifti
-
-        scans = read_nifti(path)
-    else:  # .dcm, .ima, extensionless files: DICOM or nothing
-        from napari_segloss.io.dicom import read_dicom_file
-
-        scans = read_dicom_file(path)
-    return _unique_names(scans)
+    return _unique_names(formats.read(path))
 
 
 __all__ = [
-    "NIFTI_SUFFIXES",
-    "RASTER_SUFFIXES",
     "Scan",
     "ScanReadError",
     "ScanReadWarning",

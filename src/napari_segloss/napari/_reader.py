@@ -7,41 +7,24 @@ the scan's metadata. Masks (``*_mask.png``, DICOM SEG, ...) open as Labels layer
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_segloss.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, Scan, read_scans
+from napari_segloss.io import Scan, formats, read_scans
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 LayerData = tuple[Any, dict[str, Any], str]
 
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_SNIFF_FILES = 64  # files of a dropped folder checked for DICOM before claiming it
-
-
-def _is_dicom_file(path: Path) -> bool:
-    """DICOM by extension, name (DICOMDIR) or the 'DICM' marker after the 128-byte preamble."""
-    if path.suffix.lower() in _DICOM_SUFFIXES or path.name.upper() == "DICOMDIR":
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
 
 def _claims(path: Path) -> bool:
-    if path.is_dir():
-        files = (p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return any(_is_dicom_file(p) for p in itertools.islice(files, _SNIFF_FILES))
-    name = path.name.lower()
-    if name.endswith(NIFTI_SUFFIXES) or path.suffix.lower() in RASTER_SUFFIXES:
-        return True
-    return path.is_file() and _is_dicom_file(path)
+    """A folder with DICOM among its first files, or a regular file the registry recognises
+    (by name or content). FIFOs, devices and unreadable paths are not claimed."""
+    fmt = formats.detect(path)
+    if fmt is None:
+        return False
+    return formats.is_dicom_folder(path) if fmt.folder else True
 
 
 def _paths(path: PathOrPaths) -> list[Path]:
@@ -49,11 +32,17 @@ def _paths(path: PathOrPaths) -> list[Path]:
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """Return :func:`read_layers` when every path is something this plugin reads, else None."""
-    paths = _paths(path)
-    if paths and all(_claims(p) for p in paths):
-        return read_layers
-    return None
+    """Return :func:`read_layers` when every path is something this plugin reads, else None.
+
+    Never raises (napari's reader contract): anything unexpected while looking (a permission
+    error, an odd path object) means "not ours".
+    """
+    try:
+        paths = _paths(path)
+        claimed = bool(paths) and all(_claims(p) for p in paths)
+    except Exception:  # noqa: BLE001 - napari's contract: a reader hook returns None when unsure
+        return None
+    return read_layers if claimed else None
 
 
 def layer_data(scan: Scan) -> LayerData:
