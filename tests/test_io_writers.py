@@ -221,3 +221,55 @@ def test_napari_writer_hook_keeps_scale_and_mask_convention(tmp_path):
     np.testing.assert_array_equal(np.array(Image.open(png)), diff)
     write_labels(str(tmp_path / "diff.png"), diff * 0, {})  # napari confirmed the overwrite
     assert np.array(Image.open(png)).max() == 0
+
+
+def _ras(position) -> np.ndarray:
+    """A DICOM (LPS) patient position in NIfTI's RAS world."""
+    return np.asarray(position, dtype=float) * [-1.0, -1.0, 1.0]
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), OBLIQUE, (0, 1, 0, 0, 0, -1)])
+def test_nifti_from_a_dicom_series_sits_where_each_slice_file_says(tmp_path, orientation):
+    paths = write_dicom_series(VOLUME, tmp_path / "series", spacing=(2.5, 0.6, 0.7), origin=(-10.0, 20.0, 30.0),
+                               orientation=orientation, modality="CT")
+    (scan,) = read_scans(tmp_path / "series")
+    mask = scan.data > 500
+    out = nib.load(write_array(tmp_path / "mask.nii.gz", mask, spacing=scan.spacing, affine=scan.metadata["affine_lps"]))
+    voxels, affine = np.asanyarray(out.dataobj), out.affine
+    for path in paths:  # every file's own header (pydicom) against the NIfTI's affine (nibabel)
+        ds = pydicom.dcmread(path)
+        row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+        dy, dx = (float(v) for v in ds.PixelSpacing)
+        inverse = np.linalg.inv(affine)
+        i, j, k = np.rint(inverse @ [*_ras(ds.ImagePositionPatient), 1.0])[:3].astype(int)
+        assert (i, j) == (0, 0) and 0 <= k < voxels.shape[2]
+        np.testing.assert_allclose(affine[:3, 0], _ras(row * dx), atol=1e-6)  # i runs along the row
+        np.testing.assert_allclose(affine[:3, 1], _ras(col * dy), atol=1e-6)
+        np.testing.assert_array_equal(voxels[:, :, k].T, ds.pixel_array > 500)
+    assert out.header.get_qform(coded=True)[1] == 1 and out.header.get_sform(coded=True)[1] == 1
+
+
+def test_nifti_output_carries_a_nifti_inputs_affine(tmp_path):
+    rotation = np.array([[0.0, -1.0, 0.0], [0.8, 0.0, 0.6], [-0.6, 0.0, 0.8]])  # oblique, RAS-ish on disk
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * [0.9, 1.1, 2.0]
+    affine[:3, 3] = (12.0, -40.0, 7.5)
+    data = RNG.integers(0, 1000, size=(10, 12, 5)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "scan.nii.gz")
+    (scan,) = read_scans(tmp_path / "scan.nii.gz")
+    mask = scan.data > 500
+    exact = nib.load(write_array(tmp_path / "exact.nii.gz", mask, affine=scan.metadata["affine_lps"],
+                                 axcodes=scan.metadata["axcodes_on_disk"]))
+    np.testing.assert_allclose(exact.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asanyarray(exact.dataobj), data > 500)
+    lps = nib.load(write_array(tmp_path / "lps.nii.gz", mask, affine=scan.metadata["affine_lps"]))
+    assert nib.aff2axcodes(lps.affine) == ("L", "P", "S")  # the array's order, same geometry:
+    canonical_in, canonical_out = nib.as_closest_canonical(nib.load(tmp_path / "scan.nii.gz")), nib.as_closest_canonical(lps)
+    np.testing.assert_allclose(canonical_out.affine, canonical_in.affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asanyarray(canonical_out.dataobj), np.asanyarray(canonical_in.dataobj) > 500)
+
+
+def test_affine_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="4x4"):
+        write_array(tmp_path / "m.nii.gz", MASK, affine=np.eye(3))
+    assert not (tmp_path / "m.nii.gz").exists()

@@ -34,6 +34,9 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from napari_segloss.io import Scan, ScanReadError, ScanReadWarning
+from napari_segloss.io.budget import check_voxel_budget
+from napari_segloss.io.formats import guarded
+from napari_segloss.io.geometry import dicom_affine
 
 _SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _ORIENTATION_ATOL = 1e-3
@@ -66,6 +69,7 @@ class _Slice:
     orientation: np.ndarray | None  # ImageOrientationPatient: row then column direction cosines
     pixel_spacing: tuple[float, float] | None  # (row spacing dy, column spacing dx), mm
     instance: int  # InstanceNumber or frame index: the order when there is no geometry
+    source: tuple[str, int] | None = None  # (file, 0-based frame) the slice was read from
 
 
 @contextlib.contextmanager
@@ -149,6 +153,8 @@ def _load(path: Path) -> tuple[Dataset, np.ndarray]:
     if "PixelData" not in ds or "Rows" not in ds:
         what = ds.get("Modality") or "non-image"
         raise ScanReadError(f"{path}: no pixel data ({what} object)")
+    guarded(path, "DICOM header", lambda: check_voxel_budget(
+        [int(ds.get(k) or 1) for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel")], path))
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     if syntax.is_compressed:
         try:
@@ -258,13 +264,13 @@ def _geometry(ds: Dataset) -> list[tuple[np.ndarray | None, np.ndarray | None, t
     return out
 
 
-def _frames(ds: Dataset, stored: np.ndarray) -> list[_Slice]:
-    """The 2D frames of one object as modality values with their geometry."""
+def _frames(ds: Dataset, stored: np.ndarray, path: Path) -> list[_Slice]:
+    """The 2D frames of one object (read from ``path``) as modality values with their geometry."""
     n = int(ds.get("NumberOfFrames") or 1)
     frames = stored if n > 1 else stored[None]
     return [
         _Slice(_modality_values(ds, i, frames[i]), position, orientation, spacing,
-               i if n > 1 else int(ds.get("InstanceNumber") or 0))
+               i if n > 1 else int(ds.get("InstanceNumber") or 0), (str(path), i))
         for i, (position, orientation, spacing) in enumerate(_geometry(ds))
     ]
 
@@ -303,7 +309,10 @@ def _volume(slices: list[_Slice], where: str) -> tuple[np.ndarray, tuple[float, 
     """Stack slices of one orientation in geometric order: data, spacing, origin, geometry metadata.
 
     The origin is in the scan's own axes: (position along the normal, along the column
-    direction, along the row direction) of the first voxel; one slice gives a 2D scan.
+    direction, along the row direction) of the first voxel; one slice gives a 2D scan. With
+    geometry, ``affine_lps`` (:mod:`napari_segloss.io.geometry`; 1 mm normal step for one slice)
+    and ``dicom_sources`` (``[file, frame]`` per slice, in array order; what a DICOM SEG
+    references) join the metadata.
     """
     first = slices[0]
     orientation = first.orientation
@@ -316,6 +325,7 @@ def _volume(slices: list[_Slice], where: str) -> tuple[np.ndarray, tuple[float, 
     }
     if orientation is None or any(s.position is None for s in slices):  # no geometry: acquisition order
         data = np.stack([slices[i].pixels for i in np.argsort(instances, kind="stable")])
+        geometry["dicom_sources"] = [list(slices[i].source) for i in np.argsort(instances, kind="stable") if slices[i].source]
         if len(slices) == 1:
             return data[0], (dy, dx), (0.0, 0.0), geometry
         return data, (1.0, dy, dx), (0.0, 0.0, 0.0), geometry
@@ -328,12 +338,15 @@ def _volume(slices: list[_Slice], where: str) -> tuple[np.ndarray, tuple[float, 
         geometric_order=True,
         image_position=[float(v) for v in p0],
         slice_positions=[float(v) for v in positions],
+        dicom_sources=[list(slices[i].source) for i in order if slices[i].source],
     )
     data = np.stack([slices[i].pixels for i in order])
     in_plane = (float(p0 @ col), float(p0 @ row))
     if len(slices) == 1:
+        geometry["affine_lps"] = dicom_affine(p0, orientation, (1.0, dy, dx)).tolist()
         return data[0], (dy, dx), in_plane, geometry
     dz, geometry["regular_spacing"] = _slice_step(positions, where)
+    geometry["affine_lps"] = dicom_affine(p0, orientation, (dz, dy, dx)).tolist()
     return data, (dz, dy, dx), (float(positions[0]), *in_plane), geometry
 
 
@@ -380,8 +393,12 @@ def _metadata(ds: Dataset, n_files: int) -> dict[str, Any]:
     }
 
 
-def _seg_slices(ds: Dataset, stored: np.ndarray) -> tuple[list[_Slice], list[dict[str, Any]]]:
-    """A DICOM SEG as label slices: frames at one position merge, label value = segment number."""
+def _seg_layers(ds: Dataset, stored: np.ndarray) -> list[tuple[list[dict[str, Any]], list[_Slice]]]:
+    """A DICOM SEG as label slices, label value = segment number, with the segments they hold.
+
+    Frames at one position merge. Disjoint segments (organs) give one label image; overlapping
+    ones (a comparison of checkpoints, each one segment) give one label image per segment.
+    """
     n = int(ds.get("NumberOfFrames") or 1)
     frames = stored.reshape(n, int(ds.Rows), int(ds.Columns))
     fractional = ds.get("SegmentationType") == "FRACTIONAL"
@@ -391,7 +408,8 @@ def _seg_slices(ds: Dataset, stored: np.ndarray) -> tuple[list[_Slice], list[dic
         for item in ds.get("SegmentSequence") or []
     ]
     dtype = np.uint8 if max((s["number"] for s in segments), default=1) < 256 else np.uint16
-    merged: dict[Any, _Slice] = {}
+    planes: dict[Any, _Slice] = {}  # one empty slice per position, the template of every layer
+    masks: dict[int, dict[Any, np.ndarray]] = {}  # segment -> position -> frame mask
     per_segment: Counter[int] = Counter()
     for i, (position, orientation, spacing) in enumerate(_geometry(ds)):
         segment = int(_fg(ds, i, "SegmentIdentificationSequence", "ReferencedSegmentNumber") or 1)
@@ -400,10 +418,27 @@ def _seg_slices(ds: Dataset, stored: np.ndarray) -> tuple[list[_Slice], list[dic
         else:  # no geometry: the k-th frame of each segment is slice k
             key = per_segment[segment]
             per_segment[segment] += 1
-        if key not in merged:
-            merged[key] = _Slice(np.zeros(frames.shape[1:], dtype), position, orientation, spacing, i)
-        merged[key].pixels[frames[i] > threshold] = segment
-    return list(merged.values()), segments
+        planes.setdefault(key, _Slice(np.zeros(frames.shape[1:], dtype), position, orientation, spacing, i))
+        on = masks.setdefault(segment, {})
+        on[key] = on[key] | (frames[i] > threshold) if key in on else frames[i] > threshold
+
+    def layer(numbers: list[int]) -> list[_Slice]:
+        out = []
+        for key, plane in planes.items():
+            pixels = plane.pixels.copy()
+            for number in numbers:
+                if key in masks[number]:
+                    pixels[masks[number][key]] = number
+            out.append(_Slice(pixels, plane.position, plane.orientation, plane.pixel_spacing, plane.instance))
+        return out
+
+    numbers = sorted(masks)
+    overlap = any(
+        np.any(sum(masks[s][key].astype(np.uint16) for s in numbers if key in masks[s]) > 1) for key in planes
+    )
+    if not overlap:
+        return [(segments, layer(numbers))]
+    return [([s for s in segments if s["number"] == number], layer([number])) for number in numbers]
 
 
 def _plane(orientation: np.ndarray | None) -> str:
@@ -434,35 +469,36 @@ def _series_scans(members: list[tuple[Path, Dataset, np.ndarray]], where: object
     kept = [m for m in members if size(m[1]) == main]
     path0, ds0, _ = kept[0]
     is_seg = ds0.get("SOPClassUID") == _SEG_CLASS
-    slices: list[_Slice] = []
-    segments: list[dict[str, Any]] = []
-    for _, ds, stored in kept:
-        if is_seg:
-            seg_slices, segments = _seg_slices(ds, stored)
-            slices.extend(seg_slices)
-        else:
-            slices.extend(_frames(ds, stored))
-    groups = _split_by_orientation(slices)
     name = _name(ds0, path0)
+    if is_seg:  # a SEG is one object: one label image per group of non-overlapping segments
+        layers = [(segments, slices, name if len(found) == 1 else f"{name} · {segments[0]['label'] or segments[0]['number']}")
+                  for found in [_seg_layers(ds0, kept[0][2])] for segments, slices in found]
+    else:
+        layers = [([], [s for path, ds, stored in kept for s in _frames(ds, stored, path)], name)]
     scans = []
-    for group in groups:
-        label = name if len(groups) == 1 else f"{name} ({_plane(group[0].orientation)})"
-        data, spacing, origin, geometry = _volume(group, f"{where} [{label}]")
-        metadata = {**_metadata(ds0, len(kept)), **geometry}
-        if is_seg:
-            metadata["segments"] = segments
-        scans.append(Scan(data, spacing, origin, label, metadata, "labels" if is_seg else "image"))
+    for segments, slices, layer_name in layers:
+        groups = _split_by_orientation(slices)
+        for group in groups:
+            label = layer_name if len(groups) == 1 else f"{layer_name} ({_plane(group[0].orientation)})"
+            data, spacing, origin, geometry = _volume(group, f"{where} [{label}]")
+            metadata = {**_metadata(ds0, len(kept)), **geometry}
+            if is_seg:
+                metadata["segments"] = segments
+            scans.append(Scan(data, spacing, origin, label, metadata, "labels" if is_seg else "image"))
     return scans
 
 
 def _read_files(files: list[Path], where: Path) -> list[Scan]:
     """Load every file, warn about the unusable ones, one Scan per series (and orientation)."""
     loaded, problems = [], []
+    total = 0
     for path in files:
         try:
             loaded.append((path, *_load(path)))
         except ScanReadError as exc:
             problems.append(str(exc))
+            continue
+        total = check_voxel_budget((total + loaded[-1][2].size,), where, what="the DICOM files read so far hold")
     if not loaded:
         first = f"; {problems[0]}" if problems else ""
         raise ScanReadError(f"{where}: no readable DICOM image among {len(files)} file(s){first}")

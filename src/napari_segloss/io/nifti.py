@@ -5,6 +5,8 @@ left, rows towards posterior, slices towards superior), then returned in numpy o
 ``(S, P, L)`` = ``(Z, Y, X)``: an axial slice looks as it does in a DICOM viewer and a NIfTI
 written from a DICOM series (ITK/SimpleITK, or :func:`napari_segloss.io.writers.write_array`)
 reads back in the series' own array order. Spacing comes from the affine's voxel sizes.
+The header's shape is checked against the memory budget before the voxels are read; other
+failures reach callers as ScanReadError through the format registry (:mod:`napari_segloss.io.formats`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_segloss.io import Scan, ScanReadError
+from napari_segloss.io.budget import check_voxel_budget
+from napari_segloss.io.formats import stem_of
+from napari_segloss.io.geometry import lps_nifti_affine
 from napari_segloss.io.raster import as_labels, is_mask_name
 
 
@@ -29,11 +34,9 @@ def read_nifti(path: str | Path) -> list[Scan]:
         from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
     except ImportError:
         raise ScanReadError(f"{path}: reading NIfTI needs the 'nibabel' package (pip install nibabel)") from None
-    try:
-        img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise ScanReadError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from None
+    img = nib.load(path)
+    check_voxel_budget(img.shape, path)
+    data = np.asanyarray(img.dataobj)
     two_d = data.ndim == 2
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -42,8 +45,8 @@ def read_nifti(path: str | Path) -> list[Scan]:
     if data.ndim != 3:
         raise ScanReadError(f"{path}: only 2D/3D NIfTI images are supported, this one has shape {data.shape}")
     transform = ornt_transform(io_orientation(img.affine), axcodes2ornt(("L", "P", "S")))
+    affine = img.affine @ inv_ornt_aff(transform, data.shape)  # the shape before reorienting
     data = apply_orientation(data, transform)
-    affine = img.affine @ inv_ornt_aff(transform, data.shape)
     voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per (L, P, S) voxel axis
     corner_lps = affine[:3, 3] * np.array([-1.0, -1.0, 1.0])  # RAS world -> LPS
     data = np.ascontiguousarray(data.transpose(2, 1, 0))
@@ -58,6 +61,6 @@ def read_nifti(path: str | Path) -> list[Scan]:
         "format": "nifti",
         "axcodes_on_disk": "".join(nib.aff2axcodes(img.affine)),
         "affine": [[float(v) for v in row] for row in img.affine],
+        "affine_lps": lps_nifti_affine(affine).tolist(),  # io.geometry's convention: numpy index -> LPS
     }
-    name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
-    return [Scan(data, spacing, origin, name, metadata, "labels" if mask else "image")]
+    return [Scan(data, spacing, origin, stem_of(path.name), metadata, "labels" if mask else "image")]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_segloss.io.geometry import lps_nifti_affine
 from napari_segloss.spacing import check_spacing
 
 ARRAY_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz")
@@ -131,18 +132,33 @@ def _write_tiff(tmp: Path, data: np.ndarray, spacing: tuple[float, ...]) -> None
         )
 
 
-def _write_nifti(tmp: Path, data: np.ndarray, spacing: tuple[float, ...]) -> None:
+def _write_nifti(
+    tmp: Path, data: np.ndarray, spacing: tuple[float, ...], affine_lps: np.ndarray | None, axcodes: str | None
+) -> None:
     try:
         import nibabel as nib
+        from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
     except ImportError as exc:  # optional extra
         raise ImportError("writing NIfTI needs the 'nibabel' package: pip install nibabel") from exc
     if data.ndim not in (2, 3):
         raise ValueError(f"NIfTI holds a 2D (H, W) or 3D (Z, H, W) array, got shape {data.shape}")
-    # numpy (Z, Y, X) -> NIfTI (i, j, k) = (X, Y, Z) with LPS axes as DICOM (x to the patient's
-    # left, y posterior): NIfTI's world is RAS, so the x and y voxel sizes get a minus sign
-    sizes = [*reversed(spacing), *([1.0] * (3 - data.ndim))]
-    affine = np.diag([-sizes[0], -sizes[1], sizes[2], 1.0])
-    image = nib.Nifti1Image(np.ascontiguousarray(data.T), affine)
+    # numpy (Z, Y, X) -> NIfTI (i, j, k) = (X, Y, Z); without a scan affine the axes are DICOM's
+    # LPS (x to the patient's left, y posterior): NIfTI's world is RAS, so x and y sizes get a minus
+    if affine_lps is None:
+        sizes = [*reversed(spacing), *([1.0] * (3 - data.ndim))]
+        affine = np.diag([-sizes[0], -sizes[1], sizes[2], 1.0])
+    else:
+        affine = lps_nifti_affine(affine_lps)
+    voxels = np.ascontiguousarray(data.T)
+    if axcodes is not None:  # the voxel order of the source file (a NIfTI input's on-disk order)
+        stack = voxels if voxels.ndim == 3 else voxels[..., None]
+        transform = ornt_transform(io_orientation(affine), axcodes2ornt(tuple(axcodes)))
+        affine = affine @ inv_ornt_aff(transform, stack.shape)
+        stack = apply_orientation(stack, transform)
+        voxels = stack[..., 0] if data.ndim == 2 and stack.shape[2] == 1 else stack
+    image = nib.Nifti1Image(np.ascontiguousarray(voxels), affine)
+    image.set_qform(affine, code=1)  # scanner coordinates, read by every viewer
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     nib.save(image, tmp)
 
@@ -152,6 +168,8 @@ def write_array(
     data: np.ndarray,
     *,
     spacing: Sequence[float] | None = None,
+    affine: np.ndarray | Sequence[Sequence[float]] | None = None,
+    axcodes: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a grey image or a label/mask array, choosing the format from the extension.
@@ -163,6 +181,11 @@ def write_array(
         data: the array; bool masks become 0/255 in PNG and 0/1 in TIFF/NIfTI.
         spacing: mm per axis in numpy order (``(dy, dx)`` or ``(dz, dy, dx)``); default 1 mm.
             Ignored by PNG, which has no physical size.
+        affine: NIfTI only: the scan's ``(4, 4)`` numpy-index -> LPS mm affine
+            (``metadata["affine_lps"]``, :mod:`napari_segloss.io.geometry`); the file then
+            carries the scan's orientation, origin and spacing instead of ``spacing`` alone.
+        axcodes: NIfTI only: voxel axis order on disk (a NIfTI input's ``axcodes_on_disk``,
+            e.g. ``"RAS"``), so the output has the input's exact affine; default: array order.
         overwrite: replace an existing file instead of raising ``FileExistsError``.
     Returns:
         The written path.
@@ -179,7 +202,11 @@ def write_array(
     sp = check_spacing(spacing, arr.ndim)
     if suffix in (".tif", ".tiff"):
         return _atomic_write(path, lambda tmp: _write_tiff(tmp, arr, sp), overwrite=overwrite)
-    return _atomic_write(path, lambda tmp: _write_nifti(tmp, arr, sp), overwrite=overwrite)
+    if affine is not None:
+        affine = np.asarray(affine, dtype=float)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise ValueError(f"affine must be a finite 4x4 matrix (numpy index -> LPS mm), got shape {affine.shape}")
+    return _atomic_write(path, lambda tmp: _write_nifti(tmp, arr, sp, affine, axcodes), overwrite=overwrite)
 
 
 def write_rgb_png(path: str | os.PathLike, rgb_uint8: np.ndarray, *, overwrite: bool = False) -> Path:
@@ -190,6 +217,11 @@ def write_rgb_png(path: str | os.PathLike, rgb_uint8: np.ndarray, *, overwrite: 
     if _suffix(Path(path)) != ".png":
         raise ValueError(f"{path}: write_rgb_png writes .png files")
     return _atomic_write(path, lambda tmp: _write_png(tmp, arr), overwrite=overwrite)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write an already encoded file (a DICOM SEG, ...) atomically."""
+    return _atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
 
 def write_csv(path: str | os.PathLike, rows: list[Mapping[str, Any]], *, overwrite: bool = False) -> Path:
@@ -325,6 +357,8 @@ def write_dicom_series(
         ds.FrameOfReferenceUID = frame_uid
         ds.PatientName = "Synthetic^Phantom"
         ds.PatientID = f"SYNTH{uid_seed}"
+        ds.PatientBirthDate = ds.PatientSex = ds.ReferringPhysicianName = ds.AccessionNumber = ""  # type 2: empty
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20000101", "000000", "1"
         ds.Modality = modality
         ds.SeriesDescription = series_description
         ds.SeriesNumber = 1
