@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from napari_segloss import metrics
-
 
 
 def square(r0: int, r1: int, c0: int, c1: int, shape: tuple[int, int] = (16, 16)) -> np.ndarray:
@@ -281,3 +282,238 @@ def test_format_value() -> None:
     assert metrics.format_value("other", 1234.5678) == "1235"
     for key, value in metrics.compute(square(4, 10, 6, 12), GT6).items():
         assert metrics.format_value(key, value) != "n/a"
+
+
+# --- the registry: every consumer reads it -------------------------------------------------------
+
+EMPTY_CASES = {"both_empty": (EMPTY, EMPTY), "false_alarm": (GT6, EMPTY), "missed": (EMPTY, GT6)}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_CASES))
+def test_compute_follows_every_declared_empty_rule(case: str) -> None:
+    pred, truth = EMPTY_CASES[case]
+    result = metrics.compute(pred, truth)
+    declared = {k: getattr(spec.empty, case) for k, spec in metrics.REGISTRY.items()}
+    assert sum(v is not None for v in declared.values()) >= 10  # the rules are stated, not left open
+    for key, expected in declared.items():
+        if expected is not None:
+            assert_same(result[key], expected, 1e-12, f"{case} {key}")
+
+
+def test_registry_is_the_one_list() -> None:
+    assert metrics.METRIC_KEYS == tuple(metrics.REGISTRY) and len(metrics.METRIC_KEYS) == 21
+    assert all(spec.title and spec.key == key for key, spec in metrics.REGISTRY.items())
+    assert metrics.headline_keys()[0] == "dice" and set(metrics.headline_keys()) <= set(metrics.REGISTRY)
+    assert metrics.card_scores()["sensitivity"] == "recall"  # the cards' historical name
+    with pytest.raises(ValueError, match="already registered"):
+        metrics.register(metrics.REGISTRY["dice"])
+    with pytest.raises(ValueError, match="lower-case identifier"):
+        metrics.register(metrics.MetricSpec("Bad Key", "x", lambda m: 0.0))
+    with pytest.raises(ValueError, match="no metric 'nope'; registered: dice, iou"):
+        metrics.unregister("nope")
+
+
+def _fp_per_tp(pair: metrics.MaskPair) -> float:
+    return pair.fp / pair.tp if pair.tp else math.nan
+
+
+#: a metric no consumer knows about: every table must show it once it is registered
+FP_PER_TP = metrics.MetricSpec("fp_per_tp", "FP per TP", _fp_per_tp, direction="lower",
+                               empty=metrics.EmptyRule(NAN, NAN, NAN), fmt="{:.2f}", headline=True)
+
+
+@pytest.fixture
+def new_metric():
+    metrics.register(FP_PER_TP)
+    try:
+        yield FP_PER_TP
+    finally:
+        metrics.unregister(FP_PER_TP.key)
+
+
+def _cohort(folder: Path, spacing: tuple[float, float] | None = None) -> Path:
+    """Two image/mask pairs: PNG (pixel size unknown), or TIFF with ``spacing`` mm."""
+    from napari_segloss.io.writers import write_array
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        truth = np.zeros((64, 64), bool)
+        truth[16 + 4 * i : 44, 20:48] = True
+        image = np.clip(60 + 120 * truth + rng.normal(0, 25, truth.shape), 0, 255).astype(np.uint8)
+        suffix = ".png" if spacing is None else ".tif"
+        write_array(folder / f"case{i}{suffix}", image, spacing=spacing)
+        write_array(folder / f"case{i}_mask{suffix}", truth.astype(np.uint8), spacing=spacing)
+    return folder
+
+
+def _zip_text(path: Path, member: str) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(member).decode("utf-8")
+
+
+def _csv(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_a_registered_metric_reaches_cli_and_batch(new_metric, tiny_registry, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from napari_segloss.batch import run_batch
+    from napari_segloss.cli import main
+
+    data = _cohort(tmp_path / "pngs")
+    pred = np.zeros((64, 64), bool)
+    pred[10:40, 10:40] = True
+    values = metrics.compute(pred, np.asarray(Image.open(data / "case0_mask.png")) > 0)
+    assert list(values)[-1] == "fp_per_tp" and values["fp_per_tp"] == pytest.approx(values["fp"] / values["tp"])
+
+    out = tmp_path / "predict"
+    assert main(["predict", str(data / "case0.png"), "--mask", str(data / "case0_mask.png"),
+                 "--checkpoint", "tiny_dice", "--out", str(out)]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert "fp_per_tp" in header
+    row = _csv((out / "metrics.csv").read_text())[0]
+    record = json.loads((out / "metrics.json").read_text())["results"][0]
+    assert "fp_per_tp" in row and "fp_per_tp" in record
+    if record["tp"]:
+        assert float(row["fp_per_tp"]) == pytest.approx(record["fp"] / record["tp"])
+
+    result = run_batch(data, ["tiny_dice"], tmp_path / "batch.zip", device="cpu")
+    rows = _csv(_zip_text(result.out, "metrics.csv"))
+    assert list(rows[0])[-1] == "fp_per_tp" and len(rows) == 2
+    for r in rows:
+        expected = int(r["fp"]) / int(r["tp"]) if int(r["tp"]) else NAN
+        assert_same(float(r["fp_per_tp"]), expected, 1e-12, r["image"])
+    summary = _csv(_zip_text(result.out, "summary.csv"))[0]
+    assert {"fp_per_tp_mean", "fp_per_tp_median", "fp_per_tp_n"} <= set(summary)
+    assert "<th>fp_per_tp</th>" in _zip_text(result.out, "report.html")
+
+
+def _run_result(spacing: tuple[float, float]):
+    from napari_segloss.checkpoints import ModelCard
+    from napari_segloss.napari._results import RunResult, derive
+
+    truth = square(4, 10, 4, 10)
+    probability = square(4, 10, 6, 12).astype(np.float32)
+    card = ModelCard(name="tiny", loss="dice", family="region", patch_size=(64, 64), pixel_spacing_mm=(1.0, 1.0),
+                     recipe={}, history=[])
+    return RunResult("key", "scan", card, probability, truth, spacing, {}, derive(probability, truth, spacing, 0.5))
+
+
+def _panel_cells(qtbot, spacing: tuple[float, float]) -> tuple[str, dict[str, str]]:
+    pytest.importorskip("qtpy")
+    from napari_segloss.napari._metrics_panel import MetricsPanel
+
+    panel = MetricsPanel()
+    qtbot.addWidget(panel)
+    panel.show_result(_run_result(spacing))
+    table = panel.table
+    return panel.title.text(), {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+
+
+def test_a_registered_metric_reaches_the_metrics_panel(new_metric, qtbot) -> None:
+    _, cells = _panel_cells(qtbot, (0.5, 0.5))
+    assert list(cells)[-1] == "FP per TP" and len(cells) == len(metrics.REGISTRY)
+    assert cells["FP per TP"] == "0.50"  # 12 FP / 24 TP
+
+
+# --- units: pixels when the pixel size is unknown ------------------------------------------------
+
+def test_format_value_units_follow_the_known_pixel_size() -> None:
+    assert metrics.format_value("hd95", 282.44, spacing_known=False) == "282.44 px"
+    assert metrics.format_value("assd", 1.5) == "1.50 mm"
+    assert metrics.format_value("volume_pred", 36.0, ndim=2, spacing_known=False) == "36.0 px²"
+    assert metrics.format_value("volume_truth", 2500.0, ndim=3, spacing_known=False) == "2500.0 voxels"
+    assert metrics.format_value("dice", 0.5, spacing_known=False) == "0.500"
+    assert metrics.volume(GT6) == 36.0 and metrics.volume(GT6, (0.5, 0.5)) == 9.0
+
+
+def test_unknown_pixel_size_is_explicit_in_readers_and_layers(tmp_path: Path) -> None:
+    from napari_segloss import spacing
+    from napari_segloss.io import read_scans
+    from napari_segloss.io.writers import write_array
+
+    png, tif = _cohort(tmp_path / "png") / "case0.png", _cohort(tmp_path / "tif", (0.5, 0.7)) / "case0.tif"
+    (png_scan,), (tif_scan,) = read_scans(png), read_scans(tif)
+    assert not png_scan.spacing_known and png_scan.spacing == (1.0, 1.0)
+    assert tif_scan.spacing_known and tif_scan.spacing == pytest.approx((0.5, 0.7))
+    unitless = write_array(tmp_path / "unitless.tif", np.zeros((3, 8, 8), np.uint8))
+    assert not read_scans(unitless)[0].spacing_known
+    assert spacing.known_spacing(png_scan.spacing, png_scan.spacing_known) is None
+    assert spacing.layer_spacing((1.0, 1.0)) is None and spacing.layer_spacing((3.0, 1.0, 1.0)) is None
+    assert spacing.layer_spacing((1.0, 0.5, 0.5)) == (1.0, 0.5, 0.5)
+    assert spacing.spacing_text(None) == "unknown" and spacing.spacing_text((2.0, 0.8)) == "2x0.8"
+
+
+def test_png_distances_are_in_pixels_in_cli_and_batch(tiny_registry, tmp_path: Path, capsys) -> None:
+    from napari_segloss.batch import run_batch
+    from napari_segloss.cli import main
+
+    pngs, tifs = _cohort(tmp_path / "pngs"), _cohort(tmp_path / "tifs", (0.5, 0.5))
+    assert main(["predict", str(pngs / "case0.png"), "--mask", str(pngs / "case0_mask.png"),
+                 "--checkpoint", "tiny_dice", "--out", str(tmp_path / "p")]) == 0
+    printed = capsys.readouterr().out
+    assert " px" in printed and " mm" not in printed, printed
+    record = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert record["scans"][0]["spacing_mm"] is None
+    assert _csv((tmp_path / "p" / "metrics.csv").read_text())[0]["spacing_mm"] == "unknown"
+    assert main(["predict", str(tifs / "case0.tif"), "--mask", str(tifs / "case0_mask.tif"),
+                 "--checkpoint", "tiny_dice", "--out", str(tmp_path / "t")]) == 0
+    printed = capsys.readouterr().out
+    assert " mm" in printed and " px" not in printed, printed
+
+    for data, unit, other in ((pngs, "px", "mm"), (tifs, "mm", "px")):
+        result = run_batch(data, ["tiny_dice"], tmp_path / f"{data.name}.zip", device="cpu")
+        assert {r["spacing_mm"] for r in _csv(_zip_text(result.out, "metrics.csv"))} == {
+            "unknown" if unit == "px" else "0.5x0.5"}
+        summary = _csv(_zip_text(result.out, "summary.csv"))[0]
+        assert summary["units"] == unit and summary["ndim"] == "2"
+        from napari_segloss.batch.report import format_stat
+
+        text = format_stat("hd95", "mean", {**summary, "hd95_mean": 2.0, "ndim": 2})
+        assert text == f"2.00 {unit}"
+        page = _zip_text(result.out, "report.html")
+        if summary["hd95_n"] != "0":
+            assert f" {unit}" in page
+        assert f" {other}<" not in page and f" {other} ±" not in page
+
+
+def test_mixed_units_are_not_averaged_into_one_number() -> None:
+    from napari_segloss.batch.report import format_stat
+
+    row = {"units": "mixed", "ndim": 2, "hd95_mean": 3.0, "dice_mean": 0.5}
+    assert format_stat("hd95", "mean", row) == "mixed units"
+    assert format_stat("dice", "mean", row) == "0.500"
+
+
+def test_metrics_panel_says_px_for_a_unit_scale_layer(qtbot) -> None:
+    title, cells = _panel_cells(qtbot, (1.0, 1.0))
+    assert cells["Hausdorff 95 %"] == "2.00 px" and cells["Predicted size"] == "36.0 px²"
+    assert "pixel size unknown" in title
+    title, cells = _panel_cells(qtbot, (0.5, 0.5))
+    assert cells["Hausdorff 95 %"] == "1.00 mm" and cells["Predicted size"] == "9.0 mm²"
+    assert "unknown" not in title
+
+
+# --- the one NaN -> None JSON cleaner --------------------------------------------------------------
+
+def test_jsonable_makes_strict_json() -> None:
+    from napari_segloss.jsonable import jsonable
+
+    value = {"dice": NAN, "hd95": math.inf, "n": np.int64(3), "x": np.float32(0.5), "s": (1.0, 2.0),
+             "nested": [{"v": -math.inf}], "a": np.array([1.0, np.nan]), "ok": True, "none": None}
+    out = jsonable(value)
+    assert json.loads(json.dumps(out, allow_nan=False)) == {
+        "dice": None, "hd95": None, "n": 3, "x": 0.5, "s": [1.0, 2.0], "nested": [{"v": None}],
+        "a": [1.0, None], "ok": True, "none": None}
+    assert type(out["n"]) is int and out["ok"] is True
+    with pytest.raises(ValueError, match=r"card\.files\[1\]: PosixPath is not JSON-serialisable"):
+        jsonable({"files": ["a", Path("b")]}, "card")
+    with pytest.raises(ValueError, match="keys must be strings"):
+        jsonable({1: 2})

@@ -4,7 +4,10 @@ summary.csv has one row per checkpoint with, for every key of
 :data:`napari_segloss.metrics.METRIC_KEYS`, ``<key>_mean``, ``<key>_std`` (sample standard
 deviation, ddof = 1), ``<key>_median`` and ``<key>_n`` (the number of defined values: NaN rows,
 e.g. Dice of two empty masks, are left out as in ``np.nanmean``). Only rows with ground truth
-count, except ``volume_pred``, which every image has.
+count, except ``volume_pred``, which every image has. ``units`` says what lengths and sizes are
+measured in: ``mm``, ``px`` (no image of the checkpoint has a known pixel size: metrics.csv's
+``spacing_mm`` is ``unknown``) or ``mixed`` (the means of lengths and sizes then mix mm and px
+and the HTML/PDF reports do not show them); ``ndim`` is 2 or 3, empty when both occur.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ import numpy as np
 from napari_segloss import metrics
 from napari_segloss.batch.pairing import Entry
 from napari_segloss.batch.process import CheckpointRef
+from napari_segloss.spacing import spacing_text
 
-#: metrics shown in the HTML summary table (summary.csv has all of them)
-HEADLINE_KEYS = ("dice", "iou", "precision", "recall", "f2", "hd95", "assd", "nsd", "volume_rel_diff")
 #: ``<key>_<stat>`` columns of summary.csv, per metric
 STATS = ("mean", "std", "median", "n")
 
@@ -52,6 +54,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], checkpoints: Sequence[Checkpoin
             "family": ref.family,
             "n_images": len(mine),
             "n_with_truth": len(truth),
+            **_units(mine),
         }
         for key in metrics.METRIC_KEYS:
             source = mine if key == "volume_pred" else truth
@@ -59,6 +62,25 @@ def summarize(rows: Sequence[Mapping[str, Any]], checkpoints: Sequence[Checkpoin
                 row[f"{key}_{stat}"] = value
         summary.append(row)
     return summary
+
+
+def _units(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``units`` (mm, px or mixed) and ``ndim`` (2, 3 or "" when mixed) of metrics.csv rows."""
+    kinds = {"px" if r["spacing_mm"] == spacing_text(None) else "mm" for r in rows}
+    dims = {len(str(r["shape"]).split("x")) for r in rows}
+    return {"units": kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "mm"),
+            "ndim": dims.pop() if len(dims) == 1 else ""}
+
+
+def format_stat(key: str, stat: str, row: Mapping[str, Any]) -> str:
+    """The summary row's ``<key>_<stat>`` as text in the row's units (see the module docstring);
+    "n/a" when undefined, "mixed units" for a length or size averaged over mm and px."""
+    spec = metrics.REGISTRY.get(key)
+    if row.get("units") == "mixed" and spec is not None and spec.unit != "none":
+        return "mixed units"
+    ndim = row.get("ndim") or None
+    text = metrics.format_value(key, row[f"{key}_{stat}"], ndim=ndim, spacing_known=row.get("units") != "px")
+    return text.lstrip("+") if stat == "std" else text
 
 
 def csv_bytes(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> bytes:
@@ -119,11 +141,11 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _cell(key: str, row: Mapping[str, Any]) -> str:
-    mean, std, median = row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_median"]
-    if math.isnan(mean):
-        return "n/a"
-    spread = "" if math.isnan(std) else f" ± {metrics.format_value(key, std).lstrip('+')}"
-    return f"{metrics.format_value(key, mean)}{spread}<br><small>median {metrics.format_value(key, median)}</small>"
+    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+    if math.isnan(mean) or row.get("units") == "mixed":
+        return html.escape(format_stat(key, "mean", row))
+    spread = "" if math.isnan(std) else f" ± {format_stat(key, 'std', row)}"
+    return html.escape(f"{format_stat(key, 'mean', row)}{spread}") + f"<br><small>median {html.escape(format_stat(key, 'median', row))}</small>"
 
 
 _CSS = """
@@ -165,17 +187,17 @@ def render_html(
         "<table>" + "".join(f'<tr><th>{esc(str(k))}</th><td class="l">{esc(str(v))}</td></tr>' for k, v in run.items()) + "</table>",
         "<h2>Summary per checkpoint</h2>",
         "<p>mean ± standard deviation over the images with ground truth, and the median; "
-        "undefined values (e.g. Dice of two empty masks) are left out. All metrics: summary.csv; "
-        "per image: metrics.csv.</p>",
+        "undefined values (e.g. Dice of two empty masks) are left out; px = the pixel size is unknown "
+        "(PNG/JPG), so distances and sizes are in pixels. All metrics: summary.csv; per image: metrics.csv.</p>",
         "<table><tr><th>checkpoint</th><th>loss</th><th>family</th><th>images</th>"
-        + "".join(f"<th>{esc(k)}</th>" for k in HEADLINE_KEYS)
+        + "".join(f"<th>{esc(k)}</th>" for k in metrics.headline_keys())
         + "</tr>",
     ]
     for row in summary:
         parts.append(
             f'<tr><td class="l">{esc(row["checkpoint"])}</td><td>{esc(row["loss"])}</td><td>{esc(row["family"])}</td>'
             f'<td>{row["n_with_truth"]} / {row["n_images"]}</td>'
-            + "".join(f"<td>{_cell(k, row)}</td>" for k in HEADLINE_KEYS)
+            + "".join(f"<td>{_cell(k, row)}</td>" for k in metrics.headline_keys())
             + "</tr>"
         )
     parts.append("</table>")

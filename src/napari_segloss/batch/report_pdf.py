@@ -17,9 +17,8 @@ import numpy as np
 
 from napari_segloss import metrics
 from napari_segloss.batch.process import CheckpointRef
+from napari_segloss.batch.report import format_stat
 
-#: metrics in the PDF summary table (summary.csv has all of them)
-PDF_KEYS = ("dice", "iou", "precision", "recall", "hd95", "nsd")
 A4_LANDSCAPE = (11.69, 8.27)
 ROWS_PER_PAGE = 25
 CASES_PER_PAGE, CHECKPOINTS_PER_PAGE = 4, 6
@@ -31,10 +30,9 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 def _mean_std(key: str, row: Mapping[str, Any]) -> str:
     mean, std = row[f"{key}_mean"], row[f"{key}_std"]
-    if math.isnan(mean):
-        return "n/a"
-    spread = "" if math.isnan(std) else f" ± {metrics.format_value(key, std).lstrip('+')}"
-    return metrics.format_value(key, mean) + spread
+    if math.isnan(mean) or math.isnan(std) or row.get("units") == "mixed":
+        return format_stat(key, "mean", row)
+    return f"{format_stat(key, 'mean', row)} ± {format_stat(key, 'std', row)}"
 
 
 def _png(payload: bytes) -> np.ndarray:
@@ -47,7 +45,8 @@ def _png(payload: bytes) -> np.ndarray:
 def _summary_pages(pdf: Any, summary: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> None:
     from matplotlib.figure import Figure
 
-    header = ["checkpoint", "loss", "images", *PDF_KEYS]
+    keys = metrics.headline_keys()
+    header = ["checkpoint", "loss", "images", *keys]
     for page, rows in enumerate(_chunks(list(summary), ROWS_PER_PAGE)):
         figure = Figure(figsize=A4_LANDSCAPE)
         figure.text(0.04, 0.95, "napari-segloss batch report", fontsize=16, weight="bold")
@@ -57,7 +56,7 @@ def _summary_pages(pdf: Any, summary: Sequence[Mapping[str, Any]], run: Mapping[
         axes = figure.add_axes((0.04, 0.03, 0.92, 0.62 if page == 0 else 0.88))
         axes.axis("off")
         cells = [[r["checkpoint"], r["loss"], f"{r['n_with_truth']} / {r['n_images']}",
-                  *(_mean_std(k, r) for k in PDF_KEYS)] for r in rows]
+                  *(_mean_std(k, r) for k in keys)] for r in rows]
         if cells:
             table = axes.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="left")
             table.auto_set_font_size(False)

@@ -29,8 +29,9 @@ class Sample:
         name: the item's output name.
         image: ``(H, W)``, ``(Z, H, W)`` or either with a trailing RGB(A) axis, as read.
         truth: bool ground truth of the image's spatial shape, or None.
-        spacing: mm per spatial axis (numpy order).
+        spacing: mm per spatial axis (numpy order); 1.0 per axis when unknown.
         rgb: whether ``image`` has a trailing colour axis.
+        spacing_known: False when the file records no pixel size (``Scan.spacing_known``).
     """
 
     name: str
@@ -38,6 +39,7 @@ class Sample:
     truth: np.ndarray | None
     spacing: tuple[float, ...]
     rgb: bool
+    spacing_known: bool = True
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -84,7 +86,7 @@ def read_sample(item: Item) -> Sample:
         shape = tuple(scan.data.shape[: len(scan.spacing)])
         if truth.shape != shape:
             raise ItemError(f"mask {item.mask_source} has shape {truth.shape}, image {item.source} has {shape}")
-    return Sample(item.name, scan.data, truth, tuple(scan.spacing), scan.rgb)
+    return Sample(item.name, scan.data, truth, tuple(scan.spacing), scan.rgb, scan.spacing_known)
 
 
 def batch_key(sample: Sample) -> tuple | None:

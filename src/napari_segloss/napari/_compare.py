@@ -34,6 +34,7 @@ from napari_segloss.io.writers import write_csv
 from napari_segloss.metrics import METRIC_KEYS, format_value
 from napari_segloss.napari._checkpoint_pickers import CheckpointChecklist
 from napari_segloss.napari._results import RunResult, csv_row
+from napari_segloss.spacing import layer_spacing
 
 _SORT_ROLE = Qt.ItemDataRole.UserRole
 
@@ -124,7 +125,8 @@ class ComparisonTable(QTableWidget):
                                                (result.card.family, result.card.family)]
             for key in METRIC_KEYS:
                 value = float(values.get(key, math.nan))
-                cells.append((format_value(key, value, ndim=result.ndim), value))
+                cells.append((format_value(key, value, ndim=result.ndim,
+                                           spacing_known=layer_spacing(result.spacing) is not None), value))
             for column, (text, sort_value) in enumerate(cells):
                 item = _SortableItem(text)
                 item.setData(_SORT_ROLE, sort_value)

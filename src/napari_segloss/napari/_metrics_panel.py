@@ -21,34 +21,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segloss.io.writers import write_csv
-from napari_segloss.metrics import METRIC_KEYS, format_value
+from napari_segloss.metrics import REGISTRY, format_value
 from napari_segloss.napari._results import RunResult, csv_row
 from napari_segloss.overlays import DIFFERENCE_COLORS, DIFFERENCE_NAMES
-
-#: readable row titles of :data:`napari_segloss.metrics.METRIC_KEYS`
-METRIC_TITLES: dict[str, str] = {
-    "dice": "Dice",
-    "iou": "IoU (Jaccard)",
-    "precision": "Precision",
-    "recall": "Recall (sensitivity)",
-    "specificity": "Specificity",
-    "accuracy": "Accuracy",
-    "f2": "F2 (recall-weighted)",
-    "hd95": "Hausdorff 95 %",
-    "assd": "Avg. surface distance",
-    "nsd": "Surface Dice at 1 mm",
-    "tp": "TP count (correct)",
-    "fp": "FP count (over-predicted)",
-    "fn": "FN count (missed)",
-    "tn": "TN count (background)",
-    "volume_pred": "Predicted size",
-    "volume_truth": "True size",
-    "volume_abs_diff": "Size difference",
-    "volume_rel_diff": "Relative size difference",
-    "pct_correct": "Correct, % of tumour",
-    "pct_over": "Over-predicted, % of tumour",
-    "pct_missed": "Missed, % of tumour",
-}
+from napari_segloss.spacing import layer_spacing
 
 
 def _swatch(rgba: tuple[float, ...]) -> QLabel:
@@ -72,8 +48,9 @@ def difference_legend() -> QWidget:
 
 
 class MetricsPanel(QWidget):
-    """Table of :data:`~napari_segloss.metrics.METRIC_KEYS` for the whole image or volume and,
-    for 3D, the slice the viewer shows. NaN shows as "n/a"."""
+    """Table of every metric of :data:`~napari_segloss.metrics.REGISTRY` (its title and its
+    formatted value) for the whole image or volume and, for 3D, the slice the viewer shows. NaN
+    shows as "n/a"; with an unknown pixel size (a layer scale of 1) sizes are in px, px², voxels."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,16 +100,18 @@ class MetricsPanel(QWidget):
             self._set_enabled(False)
             return
         loss = "" if result.card.loss == result.checkpoint else f" ({result.card.loss})"
+        known = layer_spacing(result.spacing) is not None
+        units = "" if known else " (pixel size unknown: distances and sizes in pixels)"
         self.title.setText(f"<b>{result.checkpoint}</b>{loss} on {result.image_name}, "
-                           f"threshold {result.derived.threshold:.2f}")
+                           f"threshold {result.derived.threshold:.2f}{units}")
         headers = ["metric", scope] + ([slice_values[0]] if slice_values else [])
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
-        self.table.setRowCount(len(METRIC_KEYS))
-        for row, key in enumerate(METRIC_KEYS):
-            cells = [METRIC_TITLES[key], format_value(key, values[key], ndim=result.ndim)]
+        self.table.setRowCount(len(REGISTRY))
+        for row, (key, spec) in enumerate(REGISTRY.items()):
+            cells = [spec.title, format_value(key, values.get(key), ndim=result.ndim, spacing_known=known)]
             if slice_values:
-                cells.append(format_value(key, slice_values[1][key], ndim=2))
+                cells.append(format_value(key, slice_values[1].get(key), ndim=2, spacing_known=known))
             for column, text in enumerate(cells):
                 self.table.setItem(row, column, QTableWidgetItem(text))
         self._set_enabled(True)
