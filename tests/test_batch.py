@@ -24,6 +24,7 @@ from napari_segloss.data.synthetic import generate_slice
 from napari_segloss.inference import InferenceCancelled, predict, predict_many
 from napari_segloss.io import read_scans
 from napari_segloss.io.writers import write_dicom_series
+from napari_segloss.outputs import OutputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -419,11 +420,17 @@ def test_existing_output_is_not_overwritten_unless_asked(data: Path, ckpts: list
     (small / "a.png").write_bytes((data / "case0.png").read_bytes())
     out = tmp_path / "out.zip"
     out.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(OutputError, match="overwrite"):
         batch.run_batch(small, ckpts[:1], out, device="cpu")
+    with pytest.raises(OutputError, match="not a previous napari-segloss result"):  # not ours: never replaced
+        batch.run_batch(small, ckpts[:1], out, device="cpu", overwrite=True)
     assert out.read_bytes() == b"precious"
-    batch.run_batch(small, ckpts[:1], out, device="cpu", overwrite=True)
-    assert zipfile.is_zipfile(out)
+    out.unlink()
+    batch.run_batch(small, ckpts[:1], out, device="cpu")
+    first = read_csv(out, "manifest.csv")
+    (small / "b.png").write_bytes((data / "case1.png").read_bytes())
+    batch.run_batch(small, ckpts[:1], out, device="cpu", overwrite=True)  # a previous result is replaced
+    assert len(read_csv(out, "manifest.csv")) == len(first) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zip", "small"]  # no temporary files
 
 
@@ -478,9 +485,9 @@ def test_cli_exit_codes(tiny_registry: Path, data: Path, tmp_path: Path, capsys:
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "tiny_bce" in printed
     assert {r["checkpoint"] for r in read_csv(out, "metrics.csv")} == {"tiny_dice", "tiny_bce"}
-    assert main(args) == 2 and "file exists" in capsys.readouterr().err
-    assert main([*args, "--overwrite", "--checkpoint", "nope"]) == 2
-    assert main(["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip"), "--quiet"]) == 2
+    assert main(args) == 4 and "exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--checkpoint", "nope"]) == 5
+    assert main(["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip"), "--quiet"]) == 3
     (small / "broken.png").write_bytes(b"garbage")
     assert main([*args, "--overwrite"]) == 1 and "failed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:

@@ -140,18 +140,18 @@ def test_several_scans_get_one_folder_each(tiny_registry, tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, message, status",
     [
-        (["--checkpoint", "nope"], "unknown checkpoint 'nope'"),
-        (["--mask", "{volume}"], "does not match image shape"),
-        (["--device", "tpu"], "device"),
-        (["--mask", "{missing}"], "cannot read mask"),
+        (["--checkpoint", "nope"], "unknown checkpoint 'nope'", 5),
+        (["--mask", "{volume}"], "does not match image shape", 2),
+        (["--device", "tpu"], "device", 2),
+        (["--mask", "{missing}"], "cannot read mask", 3),
     ],
 )
-def test_errors_are_one_line_and_write_nothing(tiny_registry, files, tmp_path, capsys, extra, message):
+def test_errors_are_one_line_and_write_nothing(tiny_registry, files, tmp_path, capsys, extra, message, status):
     extra = [e.format(volume=files["volume"], missing=tmp_path / "absent.png") for e in extra]
     out = tmp_path / "out"
-    assert main(["predict", str(files["image"]), *extra, "--out", str(out)]) == 2
+    assert main(["predict", str(files["image"]), *extra, "--out", str(out)]) == status
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and err.startswith("napari-segloss predict: error:")
     assert not out.exists() and _leftovers(tmp_path) == []
@@ -160,18 +160,18 @@ def test_errors_are_one_line_and_write_nothing(tiny_registry, files, tmp_path, c
 def test_unreadable_image(tiny_registry, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
-    assert main(["predict", str(broken), "--out", str(tmp_path / "out")]) == 2
+    assert main(["predict", str(broken), "--out", str(tmp_path / "out")]) == 3
     assert "cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_existing_output_needs_overwrite_and_survives_a_failure(tiny_registry, files, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("previous run")
     args = ["predict", str(files["image"]), "--checkpoint", "all", "--out", str(out)]
-    assert main(args) == 2
-    assert "--overwrite" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert main([*args[:-3], "tiny_bce", "--out", str(out)]) == 0  # a previous result
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(args) == 4
+    assert "--overwrite" in capsys.readouterr().err
 
     real = predict_cli._write_outputs
     calls = []
@@ -183,14 +183,14 @@ def test_existing_output_needs_overwrite_and_survives_a_failure(tiny_registry, f
         return real(*a, **k)
 
     monkeypatch.setattr(predict_cli, "_write_outputs", fail_on_second)
-    with pytest.raises(OSError, match="disk full"):
-        main([*args, "--overwrite"])
-    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # the old results are untouched
+    assert main([*args, "--overwrite"]) == 4
+    assert "disk full (simulated)" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the old results are untouched
     assert _leftovers(tmp_path) == []
 
     monkeypatch.setattr(predict_cli, "_write_outputs", real)
     assert main([*args, "--overwrite"]) == 0
-    assert not (out / "old.txt").exists() and (out / "metrics.json").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == NAMES and (out / "metrics.json").is_file()
     assert _leftovers(tmp_path) == []
 
 

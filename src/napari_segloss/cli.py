@@ -2,19 +2,49 @@
 
 Each sub-command's handler is a thin function here; the work lives in the core modules.
 Heavy imports (torch, napari) happen inside the handlers so ``--help`` and ``--version`` are fast.
+
+Every error is one line on stderr (``napari-segloss COMMAND: error: ...``) and one of the exit
+statuses of :data:`EXIT_STATUSES`; a traceback is shown only with ``--debug`` or
+``NAPARI_SEGLOSS_DEBUG=1``. SIGTERM stops a run like Ctrl-C (temporary files are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from napari_segloss import __version__
 
+#: exit status -> meaning (also printed by ``napari-segloss --help`` and listed in the README)
+EXIT_STATUSES = {
+    0: "success",
+    1: "batch: the result ZIP was written but some images failed, or a checkpoint ran on no image",
+    2: "bad arguments or options, or a bad NAPARI_SEGLOSS_* environment value",
+    3: "an input is missing or cannot be read",
+    4: "the output may not be written (it exists, is not a previous result, overlaps an input) "
+       "or cannot be (permission denied, read-only or full disk)",
+    5: "a checkpoint is missing or invalid",
+    70: "internal error (a bug: please report it with the --debug traceback)",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
+}
+DEBUG_ENV = "NAPARI_SEGLOSS_DEBUG"
+
 
 class CLIError(Exception):
-    """An error reported to the user as one line, with a non-zero exit status."""
+    """An error reported to the user as one line, with a non-zero exit ``status``."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) like Ctrl-C."""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -47,7 +77,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
     dice = result.card.get("test_metrics", {}).get("dice")
-    print(f"saved {result.path}" + (f" (test Dice {dice:.3f})" if isinstance(dice, float) else ""))
+    from napari_segloss.metrics import format_value
+
+    print(f"saved {result.path}" + (f" (test Dice {format_value('dice', dice)})" if isinstance(dice, float) else ""))
     return 0
 
 
@@ -62,24 +94,54 @@ def _apply_threads(threads: int) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from napari_segloss.predict_cli import PredictError, run
+    from napari_segloss.predict_cli import run
 
     _apply_threads(args.threads)
-    try:
-        return run(args)
-    except PredictError as exc:
-        raise CLIError(str(exc)) from None
+    return run(args)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from napari_segloss.batch import BatchError
     from napari_segloss.batch.console import run_command
 
     _apply_threads(args.threads)
+    return run_command(args)
+
+
+def _status(exc: BaseException) -> int | None:
+    """The exit status of a known error type (see :data:`EXIT_STATUSES`), None for a bug."""
+    from napari_segloss.batch.errors import BatchCheckpointError, BatchError, BatchInputError
+    from napari_segloss.checkpoints import CheckpointError
+    from napari_segloss.io import ScanReadError
+    from napari_segloss.outputs import OutputError
+    from napari_segloss.predict_cli import PredictError
+
+    for types, status in (
+        ((CLIError,), getattr(exc, "status", 2)),
+        ((OutputError,), 4),
+        ((ScanReadError, BatchInputError), 3),
+        ((CheckpointError, BatchCheckpointError), 5),
+        ((PredictError, BatchError), 2),
+    ):
+        if isinstance(exc, types):
+            return status
+    return None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs in the main thread, SIGTERM raises :class:`Terminated`."""
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
     try:
-        return run_command(args)
-    except (BatchError, FileExistsError) as exc:
-        raise CLIError(str(exc)) from None
+        previous: Callable | int | None = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -119,13 +181,28 @@ RESAMPLE_HELP = "run the network at the checkpoint's training pixel size (the fi
 THREADS_HELP = "torch CPU threads (default 0: $NAPARI_SEGLOSS_THREADS if set, else one per core)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (status 2); sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _epilog() -> str:
+    lines = [f"  {status:>3}  {meaning}" for status, meaning in EXIT_STATUSES.items()]
+    return "exit status:\n" + "\n".join(lines) + f"\n\n--debug or {DEBUG_ENV}=1 shows the traceback of an error."
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-segloss",
         description="See what the choice of training loss does to a segmentation.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-segloss {__version__}")
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks of errors (also {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="open napari with the synthetic sample scan and the Loss explorer")
@@ -141,16 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     pr.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the mask")
     pr.add_argument("--out", metavar="DIR", help="output folder (default: ./<image name>_segloss)")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    pr.add_argument("--overwrite", action="store_true", help="replace a previous result of this command in --out (nothing else)")
     pr.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
+    from napari_segloss.io.results import RESULT_FORMATS  # numpy only: --help stays fast
+
+    pr.add_argument("--format", choices=RESULT_FORMATS, default="png",
+                    help="the prediction's file: png (PNG 2D, TIFF 3D; default), nifti (.nii.gz with the input's "
+                    "geometry) or dicom-seg (a DICOM SEG referencing the input series; DICOM inputs only)")
     pr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     pr.set_defaults(handler=_cmd_predict)
 
     ba = sub.add_parser("batch", help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
                         description="Pairs x.png + x_mask.png (or images/ + masks/); writes per image x checkpoint "
                         "masks and overlays, metrics.csv, summary.csv, manifest.csv, report.html and report.pdf into one ZIP. "
-                        "Exit status: 0 all done, 1 some images failed (see manifest.csv), 2 bad input or options, "
-                        "130 interrupted.")
+                        "Exit status: 0 all done, 1 some images failed (see manifest.csv) or a checkpoint ran on "
+                        "no image; the others: napari-segloss --help.")
     ba.add_argument("input", metavar="INPUT", help="folder or ZIP of PNG/JPG/TIFF/DICOM images and masks")
     ba.add_argument("--checkpoint", action="append", metavar="NAME|all",
                     help="checkpoint name or path, or 'all'; repeatable (default: all)")
@@ -158,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--workers", type=int, default=1, help="local threads processing batches")
     ba.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     ba.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the masks")
-    ba.add_argument("--overwrite", action="store_true", help="replace an existing result ZIP")
+    ba.add_argument("--overwrite", action="store_true", help="replace a previous result ZIP of this command (nothing else)")
     ba.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
     ba.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     ba.add_argument("--scheduler", metavar="ADDRESS",
@@ -193,21 +275,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(command: str, text: str) -> None:
+    from napari_segloss.outputs import printable
+
+    line = " ".join(printable(text).split())  # one line, whatever the message holds
+    print(f"napari-segloss {command}: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-segloss`` console script."""
+    """Entry point of the ``napari-segloss`` console script; returns an :data:`EXIT_STATUSES` key."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
-        return int(args.handler(args) or 0)
-    except CLIError as exc:
-        print(f"napari-segloss {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        with _sigterm_as_interrupt():
+            return int(args.handler(args) or 0)
+    except Terminated:
+        _say(args.command, "terminated")
+        return 143
     except KeyboardInterrupt:
-        print(f"napari-segloss {args.command}: interrupted", file=sys.stderr)
+        _say(args.command, "interrupted")
         return 130
+    except BaseException as exc:  # noqa: BLE001 - one line, native panics included; --debug: the traceback
+        if debug or isinstance(exc, (SystemExit, GeneratorExit)):
+            raise
+        status = _status(exc)
+        if status is None:
+            _say(args.command, f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+            return 70
+        _say(args.command, f"error: {exc}")
+        return status
 
 
 if __name__ == "__main__":

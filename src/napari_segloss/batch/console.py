@@ -1,7 +1,8 @@
 """The ``napari-segloss batch`` command's front end: a progress bar with ETA and a short summary.
 
 Exit status: 0 when every image was processed, 1 when the result ZIP was written but some images
-failed (listed in its manifest.csv); input and option errors raise for the CLI (status 2).
+failed (listed in its manifest.csv) or a requested checkpoint ran on no image; input, output,
+checkpoint and option errors raise for the CLI (:data:`napari_segloss.cli.EXIT_STATUSES`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 
 from napari_segloss import metrics
+from napari_segloss.outputs import printable
 from napari_segloss.batch.runner import BatchProgress, run_batch
 
 
@@ -40,13 +42,17 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(
-        f"wrote {result.out}: {len(result.items)} image(s) x {len(result.checkpoints)} checkpoint(s) "
+        f"wrote {printable(str(result.out))}: {len(result.items)} image(s) x {len(result.checkpoints)} checkpoint(s) "
         f"in {result.seconds:.1f} s, {result.failed} failed"
     )
     for row in result.summary:
         dice = metrics.format_value("dice", row["dice_mean"])
         print(f"  {row['checkpoint']:<28} {row['loss']:<20} mean Dice {dice} over {row['dice_n']} image(s)")
+    status = 0
     if result.failed:
-        print(f"{result.failed} image(s) failed; see manifest.csv in {result.out}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{result.failed} image(s) failed; see manifest.csv in {printable(str(result.out))}", file=sys.stderr)
+        status = 1
+    if result.idle:
+        print(f"checkpoint(s) that ran on no image: {', '.join(result.idle)}; see manifest.csv", file=sys.stderr)
+        status = 1
+    return status

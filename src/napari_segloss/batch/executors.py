@@ -2,7 +2,9 @@
 
 All three take the chunks lazily and keep at most a few in flight (``2 x`` the workers), so
 memory stays bounded however large the input. The function they run is always
-:func:`napari_segloss.batch.process.process_chunk`.
+:func:`napari_segloss.batch.process.process_chunk`. A chunk that raises anything but a
+:data:`~napari_segloss.batch.errors.FATAL` exception (``BaseException`` panics included) is
+yielded with that exception and the run goes on.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections.abc import Callable, Iterable, Iterator
 
-from napari_segloss.batch.errors import BatchCancelled, BatchError
+from napari_segloss.batch.errors import FATAL, BatchCancelled, BatchError
 from napari_segloss.batch.process import ItemOutput, Job, process_chunk
 from napari_segloss.batch.samples import Failure, Sample
 from napari_segloss.inference import InferenceCancelled
 
 Chunk = list[Sample] | Failure
 #: what :func:`run_chunks` yields: the chunk and its outputs, or the exception that stopped it
-Done = tuple[Chunk, list[ItemOutput] | Exception | None]
+Done = tuple[Chunk, list[ItemOutput] | BaseException | None]
 
 
 def _cancelled(cancel: Callable[[], bool] | None) -> bool:
@@ -51,7 +53,9 @@ def _inline(chunks: Iterable[Chunk], job: Job, cancel: Callable[[], bool] | None
             yield chunk, process_chunk(chunk, job, cancel)
         except InferenceCancelled:
             raise BatchCancelled("cancelled") from None
-        except Exception as exc:  # noqa: BLE001 - reported per item, the batch goes on
+        except FATAL:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported per item, the batch goes on
             yield chunk, exc
 
 
@@ -73,6 +77,8 @@ def _threads(chunks: Iterable[Chunk], job: Job, workers: int, cancel: Callable[[
                     exc = future.exception()
                     if isinstance(exc, InferenceCancelled):
                         raise BatchCancelled("cancelled")
+                    if isinstance(exc, FATAL):
+                        raise exc
                     yield chunk, exc if exc is not None else future.result()
         finally:
             for future in pending:
@@ -109,7 +115,9 @@ def _dask(chunks: Iterable[Chunk], job: Job, scheduler: str, cancel: Callable[[]
             chunk = pending.pop(future)
             try:
                 result = future.result()
-            except Exception as exc:  # noqa: BLE001 - a chunk failing on a worker is reported per item
+            except FATAL:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a chunk failing on a worker is reported per item
                 result = exc
             yield chunk, result
     finally:

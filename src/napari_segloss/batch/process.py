@@ -5,7 +5,9 @@ module-level function of picklable arguments. Checkpoints are named by path and 
 :func:`napari_segloss.checkpoints.load`, whose per-process LRU cache means each worker process
 loads each checkpoint once, however many chunks it runs. 2D samples of equal shape share forward
 passes; volumes go through :func:`napari_segloss.inference.predict` (slice batches). A sample or
-checkpoint that fails is reported in :attr:`ItemOutput.errors`; the others go on.
+checkpoint that fails (any exception, ``BaseException`` panics of native code included, but not
+:data:`~napari_segloss.batch.errors.FATAL` ones) is reported in :attr:`ItemOutput.errors`; the
+others go on.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import numpy as np
 
 from napari_segloss import metrics, overlays
 from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
+from napari_segloss.batch.errors import FATAL, describe
 from napari_segloss.batch.samples import Sample
 from napari_segloss.inference import InferenceCancelled, Prediction, predict, predict_many
 from napari_segloss.models import resolve_device
+from napari_segloss.spacing import known_spacing, spacing_text
 
 #: the outputs written per sample and checkpoint (the difference overlay needs ground truth)
 OUTPUT_KINDS = ("pred_mask", "heatmap", "contours", "difference")
@@ -78,13 +82,9 @@ def member_name(item: str, checkpoint: str, kind: str, volume: bool) -> str:
     return f"cases/{item}/{checkpoint}_{kind}.{'tif' if volume else 'png'}"
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _probabilities(
     samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
-) -> list[np.ndarray | Exception]:
+) -> list[np.ndarray | BaseException]:
     """Probabilities of each sample (or the exception that stopped it).
 
     :func:`~napari_segloss.inference.predict_many` over the samples; when that batch fails (device
@@ -95,9 +95,9 @@ def _probabilities(
         return [_one_probability(s, ref, job, cancel) for s in samples]
     try:
         return list(predict_many([s.image for s in samples], ref.path, device=job.device, cancel=cancel))
-    except InferenceCancelled:
+    except (InferenceCancelled, *FATAL):
         raise
-    except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
+    except BaseException as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
         if len(samples) == 1:
             return [exc]
     return [_one_probability(s, ref, job, cancel) for s in samples]
@@ -105,18 +105,19 @@ def _probabilities(
 
 def _one_probability(
     sample: Sample, ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
-) -> np.ndarray | Exception:
+) -> np.ndarray | BaseException:
     """One sample's probabilities, or the exception that stopped it (cancelling still raises)."""
     try:
         return predict(sample.image, ref.path, device=job.device, spacing=sample.spacing, resample=job.resample,
                        cancel=cancel).probability
-    except InferenceCancelled:
+    except (InferenceCancelled, *FATAL):
         raise
-    except Exception as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
+    except BaseException as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
         return exc
 
 
 def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job) -> dict[str, Any]:
+    spacing = known_spacing(sample.spacing, sample.spacing_known)  # None: sizes in pixels
     identity = (
         sample.name,
         ref.name,
@@ -124,15 +125,15 @@ def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job)
         ref.family,
         sample.truth is not None,
         "x".join(str(n) for n in sample.spatial_shape),
-        "x".join(f"{s:g}" for s in sample.spacing),
+        spacing_text(spacing),
         job.threshold,
     )
     row: dict[str, Any] = dict(zip(ROW_COLUMNS, identity))
     if sample.truth is not None:
-        values = metrics.compute(mask, sample.truth, sample.spacing, tolerance_mm=job.tolerance_mm)
+        values = metrics.compute(mask, sample.truth, spacing, tolerance_mm=job.tolerance_mm)
     else:
         values = {key: math.nan for key in metrics.METRIC_KEYS}
-        values["volume_pred"] = metrics.volume(mask, sample.spacing)
+        values["volume_pred"] = metrics.volume(mask, spacing)
     row.update({key: values[key] for key in metrics.METRIC_KEYS})
     return row
 
@@ -182,11 +183,13 @@ def process_chunk(samples: Sequence[Sample], job: Job, cancel: Callable[[], bool
     outputs = [ItemOutput(sample.name) for sample in samples]
     for ref in job.checkpoints:
         for sample, probability, out in zip(samples, _probabilities(samples, ref, job, cancel), outputs):
-            if isinstance(probability, Exception):
-                out.errors[ref.name] = _describe(probability)
+            if isinstance(probability, BaseException):
+                out.errors[ref.name] = describe(probability)
                 continue
             try:
                 _outputs(sample, ref, probability, job, out)
-            except Exception as exc:  # noqa: BLE001 - a bad sample must not stop the others
-                out.errors[ref.name] = _describe(exc)
+            except FATAL:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a bad sample must not stop the others
+                out.errors[ref.name] = describe(exc)
     return outputs

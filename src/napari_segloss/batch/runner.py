@@ -1,20 +1,25 @@
 """Run checkpoints over a folder or ZIP of scans and write one result ZIP: :func:`run_batch`.
 
-The result ZIP (written to a temporary file beside ``out`` and renamed into place when complete,
-so ``out`` never holds a partial archive) contains:
+The result ZIP (published by :mod:`napari_segloss.outputs`: written to a temporary file beside
+``out`` and renamed into place when complete, so ``out`` never holds a partial archive;
+``overwrite`` replaces only a previous result ZIP, and never the input) contains:
 
 * ``cases/<item>/<checkpoint>_{pred_mask,heatmap,contours,difference}.png`` (``.tif`` for
   volumes; ``difference`` only with ground truth);
 * ``metrics.csv``: one row per image x checkpoint, every key of ``metrics.METRIC_KEYS``;
 * ``summary.csv``: per checkpoint mean, std, median and count of each metric;
 * ``manifest.csv``: every input file with its role, status (paired, unpaired, skipped, failed)
-  and the reason;
-* ``run.json``: what was run (checkpoints with sha256, device, threshold, version, counts);
+  and the reason (one row per item: two series of one folder are two rows, a processed file and
+  a refused duplicate of its name are two rows);
+* ``run.json``: what was run (checkpoints with sha256 and the number of images each ran on,
+  device, threshold, version, counts);
 * ``report.html``: self-contained (summary table, Dice box plot, thumbnail grid, manifest);
 * ``report.pdf``: the same summary, box plot and thumbnails for printing (:mod:`~napari_segloss.batch.report_pdf`).
 
 Images are read, processed and written one batch at a time (memory bounded by the batches in
-flight); a failing file is recorded in the manifest and the run goes on.
+flight); a failing file (any exception but :data:`~napari_segloss.batch.errors.FATAL` ones) is
+recorded in the manifest and the run goes on. Undecodable bytes in file names are written as
+``\\xNN`` in member names and tables (:func:`napari_segloss.outputs.printable`).
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,16 +40,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from napari_segloss import __version__
+from napari_segloss import __version__, outputs
 from napari_segloss.batch import report
 from napari_segloss.batch.archive import ArchiveError, safe_extract
 from napari_segloss.batch.pairing import Discovery, Entry, Item, discover
-from napari_segloss.io.writers import publish
-from napari_segloss.batch.errors import BatchCancelled, BatchError
+from napari_segloss.batch.errors import FATAL, BatchCancelled, BatchCheckpointError, BatchError, BatchInputError, describe
 from napari_segloss.batch.executors import run_chunks
 from napari_segloss.batch.process import OUTPUT_KINDS, ROW_COLUMNS, CheckpointRef, ItemOutput, Job, member_name
 from napari_segloss.batch.report_pdf import render_pdf
 from napari_segloss.batch.samples import Failure, Sample, chunked, read_sample
+from napari_segloss.jsonable import jsonable
 from napari_segloss.metrics import METRIC_KEYS
 from napari_segloss.models import resolve_device
 
@@ -93,6 +98,7 @@ class BatchResult:
         checkpoints: the checkpoints run. items: the processed items (discovery order).
         rows: metrics.csv rows. summary: summary.csv rows. entries: the manifest.
         failed: items with no output at all. seconds: wall time.
+        volumes: names of the items that are volumes.
     """
 
     out: Path
@@ -105,6 +111,12 @@ class BatchResult:
     failed: int
     seconds: float
     volumes: set[str] = field(default_factory=set)
+
+    @property
+    def idle(self) -> list[str]:
+        """Names of the requested checkpoints that produced a result on no image."""
+        ran = {row["checkpoint"] for row in self.rows}
+        return [ref.name for ref in self.checkpoints if ref.name not in ran]
 
     def worst(self, n: int = 5) -> list[Case]:
         """The ``n`` image x checkpoint results with the lowest Dice (defined Dice only)."""
@@ -122,7 +134,7 @@ class BatchResult:
 
 def resolve_checkpoints(names: Sequence[str]) -> tuple[CheckpointRef, ...]:
     """Checkpoints by registry name (case-insensitive), ``"all"`` (every registered one) or
-    card/weights path. Raises :class:`BatchError` for unknown names or when none is left."""
+    card/weights path. Raises :class:`BatchCheckpointError` for unknown names or when none is left."""
     from napari_segloss.checkpoints import CheckpointError, list_checkpoints, load
 
     registry = list_checkpoints()
@@ -137,28 +149,24 @@ def resolve_checkpoints(names: Sequence[str]) -> tuple[CheckpointRef, ...]:
             try:
                 chosen.append(load(Path(name).expanduser(), device="cpu").info)
             except CheckpointError as exc:
-                raise BatchError(str(exc)) from None
+                raise BatchCheckpointError(str(exc)) from None
         else:
             available = ", ".join(i.name for i in registry) or "none registered"
-            raise BatchError(f"unknown checkpoint {name!r}; available: {available} (or 'all', or a path)")
+            raise BatchCheckpointError(f"unknown checkpoint {name!r}; available: {available} (or 'all', or a path)")
     refs: dict[str, CheckpointRef] = {}
     for info in chosen:
         ref = CheckpointRef(info.name, info.loss, info.family, str(info.path), info.card.weights_sha256)
         if info.name in refs and refs[info.name].path != ref.path:
-            raise BatchError(f"two checkpoints are named {info.name!r}: {refs[info.name].path} and {ref.path}")
+            raise BatchCheckpointError(f"two checkpoints are named {info.name!r}: {refs[info.name].path} and {ref.path}")
         refs[info.name] = ref
     if not refs:
-        raise BatchError("no checkpoints to run (the registry is empty; pass a checkpoint path)")
+        raise BatchCheckpointError("no checkpoints to run (the registry is empty; pass a checkpoint path)")
     return tuple(refs.values())
 
 
-def _check_options(out: Path, threshold: float, workers: int, overwrite: bool) -> None:
+def _check_options(out: Path, threshold: float, workers: int) -> None:
     if out.suffix.lower() != ".zip":
-        raise BatchError(f"{out}: the output must be a .zip file")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: file exists (pass overwrite=True / --overwrite to replace it)")
-    if out.is_dir():
-        raise BatchError(f"{out}: is a folder")
+        raise BatchError(f"{outputs.printable(str(out))}: the output must be a .zip file")
     if not 0.0 <= threshold <= 1.0:
         raise BatchError(f"threshold must be in [0, 1], got {threshold}")
     if workers < 1:
@@ -167,19 +175,48 @@ def _check_options(out: Path, threshold: float, workers: int, overwrite: bool) -
 
 def _open_input(source: Path, workdir: Callable[[], Path]) -> Discovery:
     """Discover the items of a folder, or of a ZIP extracted safely into ``workdir()``."""
-    if source.is_dir():
-        return discover(source)
-    if source.is_file() and zipfile.is_zipfile(source):
+    shown = outputs.printable(str(source))
+    try:
+        mode = os.stat(source).st_mode
+    except OSError as exc:
+        raise BatchInputError(f"{shown}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        return _printable(discover(source))
+    try:
+        is_zip = stat.S_ISREG(mode) and zipfile.is_zipfile(source)  # never open a FIFO or device
+    except OSError as exc:
+        raise BatchInputError(f"{shown}: {exc.strerror or exc}") from None
+    if is_zip:
         root = workdir()
         try:
             extraction = safe_extract(source, root)
         except ArchiveError as exc:
-            raise BatchError(str(exc)) from None
+            raise BatchInputError(str(exc)) from None
         found = discover(root)
         refused = [Entry(r.name, "other", "skipped", reason=f"refused: {r.reason}") for r in extraction.refused]
         found.entries = sorted(found.entries + refused, key=lambda e: e.path)
-        return found
-    raise BatchError(f"{source}: expected a folder or a ZIP file")
+        return _printable(found)
+    raise BatchInputError(f"{shown}: expected a folder or a ZIP file")
+
+
+def _printable(found: Discovery) -> Discovery:
+    """``found`` with :func:`~napari_segloss.outputs.printable` names, paths and reasons; item
+    names stay distinct, also case-insensitively (``A`` and ``a`` give ``A`` and ``a+``)."""
+    show = outputs.printable
+    renamed: dict[str, str] = {}
+    taken: set[str] = set()
+    items = []
+    for item in found.items:
+        name = show(item.name)
+        while name.casefold() in taken:
+            name += "+"
+        taken.add(name.casefold())
+        renamed[item.name] = name
+        items.append(dataclasses.replace(item, name=name, source=show(item.source),
+                                         mask_source=show(item.mask_source) if item.mask_source else None))
+    entries = [dataclasses.replace(e, path=show(e.path), item=renamed.get(e.item, e.item), partner=show(e.partner),
+                                   reason=show(e.reason)) for e in found.entries]
+    return Discovery(found.root, items, entries)
 
 
 def _samples(found: Discovery) -> Iterator[Sample | Failure]:
@@ -187,10 +224,14 @@ def _samples(found: Discovery) -> Iterator[Sample | Failure]:
     prefix = f"{found.root}{os.sep}"
     for item in found.items:
         try:
-            yield read_sample(item)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, the rest goes on
-            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            yield Failure(item, reason.replace(prefix, ""))
+            sample = read_sample(item)
+        except FATAL:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any unreadable file (or decoder panic) is reported, the rest goes on
+            reason = str(exc) if isinstance(exc, ValueError) else describe(exc)
+            yield Failure(item, outputs.printable(reason.replace(prefix, "")))
+            continue
+        yield sample
 
 
 class _Thumbnails:
@@ -216,12 +257,6 @@ class _Thumbnails:
 
     def ordered(self) -> list[tuple[str, dict[str, bytes], dict[str, float]]]:
         return [(name, pngs, dice) for _, _, name, pngs, dice in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ZIP ``tmp`` to ``out`` (see :func:`napari_segloss.io.writers.publish`)."""
-    publish(tmp, out, overwrite=overwrite, hint="pass overwrite=True / --overwrite to replace it")
-    tmp.unlink(missing_ok=True)
 
 
 def run_batch(
@@ -251,7 +286,7 @@ def run_batch(
         workers: local threads processing batches (ignored with ``scheduler``).
         scheduler: address of a dask.distributed scheduler; the workers need the checkpoint files
             at the same paths.
-        overwrite: replace an existing ``out``.
+        overwrite: replace ``out`` when it is a previous result ZIP of this function (nothing else).
         tolerance_mm: NSD tolerance.
         resample: run each image at the checkpoint's training pixel size (its spacing from the
             file; see :func:`napari_segloss.inference.predict`).
@@ -259,13 +294,17 @@ def run_batch(
         progress: called with a :class:`BatchProgress` at the start and after each item.
         cancel: polled between batches; True stops the run with :class:`BatchCancelled`.
     Raises:
-        FileExistsError: ``out`` exists and not ``overwrite``.
-        BatchError: bad input, no images, unknown checkpoint or bad option.
+        OutputError: ``out`` exists (without ``overwrite``, or is not a previous result), is or lies
+            inside ``source``, or cannot be written (:mod:`napari_segloss.outputs`).
+        BatchInputError: missing or unreadable input, or no images in it.
+        BatchCheckpointError: unknown or invalid checkpoint.
+        BatchError: bad option (the base class of both above).
         BatchCancelled: ``cancel()`` returned True (nothing is written).
     """
     start = time.perf_counter()
     source, out = Path(source), Path(out)
-    _check_options(out, threshold, workers, overwrite)
+    _check_options(out, threshold, workers)
+    target = outputs.claim(out, folder=False, inputs=[source], overwrite=overwrite)
     if not scheduler:  # a cluster's workers may have devices this machine lacks
         try:
             resolve_device(device)
@@ -279,19 +318,16 @@ def run_batch(
         scratch.append(Path(tempfile.mkdtemp(prefix="napari-segloss-batch-")))
         return scratch[-1]
 
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
     try:
         found = _open_input(source, workdir)
         if not found.items:
-            raise BatchError(f"{source}: no images found ({len(found.entries)} file(s) skipped)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as archive:
-            result = _stream(found, job, archive, source, out, workers, scheduler, max_thumbnails, progress, cancel, start)
-        _publish(tmp, out, overwrite)
+            raise BatchInputError(f"{outputs.printable(str(source))}: no images found ({len(found.entries)} file(s) skipped)")
+        with outputs.writing(target) as tmp, zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as archive:
+            result = _stream(found, job, archive, source, target.path, workers, scheduler, max_thumbnails, progress,
+                             cancel, start)
         result.seconds = time.perf_counter() - start
         return result
     finally:
-        tmp.unlink(missing_ok=True)
         for folder in scratch:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -312,7 +348,7 @@ def _stream(
     """Process every item, streaming outputs into ``archive``; then write the tables and report."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     order = {item.name: i for i, item in enumerate(found.items)}
-    entries = {e.path: e for e in found.entries}
+    entries = {(e.path, e.item): e for e in found.entries}  # one row per item, duplicates of a path kept
     by_name = {item.name: item for item in found.items}
     rows: list[dict[str, Any]] = []
     thumbs = _Thumbnails(max_thumbnails)
@@ -329,20 +365,21 @@ def _stream(
     def fail(item: Item, reason: str) -> None:
         nonlocal failed
         failed += 1
-        entries[item.manifest_path] = dataclasses.replace(entries[item.manifest_path], status="failed", reason=reason)
+        key = (item.manifest_path, item.name)
+        entries[key] = dataclasses.replace(entries[key], status="failed", reason=reason)
 
     report_progress("")
-    for chunk, outputs in run_chunks(chunked(_samples(found)), job, workers=workers, scheduler=scheduler, cancel=cancel):
+    for chunk, produced in run_chunks(chunked(_samples(found)), job, workers=workers, scheduler=scheduler, cancel=cancel):
         if isinstance(chunk, Failure):
             fail(chunk.item, chunk.reason)
             done += 1
             report_progress(chunk.item.name)
             continue
-        if isinstance(outputs, Exception):
+        if isinstance(produced, BaseException):
             for sample in chunk:
-                fail(by_name[sample.name], f"{type(outputs).__name__}: {outputs}")
+                fail(by_name[sample.name], describe(produced))
         else:
-            for sample, output in zip(chunk, outputs):
+            for sample, output in zip(chunk, produced):
                 if len(sample.spacing) == 3:
                     volumes.add(sample.name)
                 for name, payload in output.files.items():
@@ -353,8 +390,8 @@ def _stream(
                     reason = "; ".join(f"{ckpt}: {msg}" for ckpt, msg in output.errors.items())
                     item = by_name[sample.name]
                     if output.rows:
-                        old = entries[item.manifest_path]
-                        entries[item.manifest_path] = dataclasses.replace(old, reason="; ".join(filter(None, [old.reason, reason])))
+                        old = entries[(item.manifest_path, item.name)]
+                        entries[(item.manifest_path, item.name)] = dataclasses.replace(old, reason="; ".join(filter(None, [old.reason, reason])))
                     else:
                         fail(item, reason)
         done += len(chunk)
@@ -364,7 +401,10 @@ def _stream(
     rank = {ref.name: i for i, ref in enumerate(job.checkpoints)}
     rows.sort(key=lambda r: (order[r["image"]], rank[r["checkpoint"]]))
     summary = report.summarize(rows, job.checkpoints)
-    manifest = sorted(entries.values(), key=lambda e: e.path)
+    manifest = sorted(entries.values(), key=lambda e: (e.path, e.item))
+    ran_on: dict[str, int] = {}
+    for row in rows:
+        ran_on[row["checkpoint"]] = ran_on.get(row["checkpoint"], 0) + 1
     run = {
         "napari_segloss_version": __version__,
         "started": started,
@@ -375,14 +415,15 @@ def _stream(
         "device": job.device,
         "threshold": job.threshold,
         "nsd_tolerance_mm": job.tolerance_mm,
-        "checkpoints": [dataclasses.asdict(ref) | {"path": Path(ref.path).name} for ref in job.checkpoints],
+        "checkpoints": [dataclasses.asdict(ref) | {"path": Path(ref.path).name, "images": ran_on.get(ref.name, 0)}
+                        for ref in job.checkpoints],
     }
     shown = {k: v for k, v in run.items() if k != "checkpoints"}
     shown["checkpoints"] = ", ".join(f"{r.name} ({r.loss}, sha256 {r.weights_sha256[:12]})" for r in job.checkpoints)
     archive.writestr("metrics.csv", report.csv_bytes(rows, [*ROW_COLUMNS, *METRIC_KEYS]))
     archive.writestr("summary.csv", report.csv_bytes(summary))
     archive.writestr("manifest.csv", report.csv_bytes(report.manifest_rows(manifest), ["path", "role", "status", "item", "partner", "reason"]))
-    archive.writestr("run.json", json.dumps(run, indent=2))
+    archive.writestr(outputs.RUN_INFO, json.dumps(jsonable(run, "run"), indent=2, allow_nan=False))
     boxplot = report.dice_boxplot_png(rows, job.checkpoints)
     page = report.render_html(
         summary=summary,
