@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_segloss.metrics import compute
+from napari_segloss.metrics import card_scores, compute
 
-#: per-image metrics kept from :func:`napari_segloss.metrics.compute` (card name -> metrics key)
-SCORES = {"dice": "dice", "iou": "iou", "sensitivity": "recall", "specificity": "specificity",
-          "precision": "precision", "hd95": "hd95"}
+#: per-image metrics kept from :func:`napari_segloss.metrics.compute` (card name -> metrics key):
+#: the registry's ``MetricSpec.card_key`` entries
+SCORES = card_scores()
 #: what the card's test metrics mean
 DEFINITION = (
     "Test Dice (the headline number) = mean, over the test slices that contain tumour, of the per-slice Dice "
@@ -35,25 +35,12 @@ N_REFERENCE = 8
 THRESHOLD = 0.5
 
 
-@torch.no_grad()
-def predict_slices(model: torch.nn.Module, images: np.ndarray, *, batch: int = 16,
-                   device: str | torch.device = "cpu") -> np.ndarray:
-    """Foreground probabilities of normalised ``images`` float32 ``(N, H, W)`` -> ``(N, H, W)``.
+def probabilities(model: torch.nn.Module, images: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """Foreground probabilities ``(N, H, W)`` of normalised float32 ``images`` ``(N, H, W)``
+    through the path users run (:class:`napari_segloss.inference.Segmenter`, input grid)."""
+    from napari_segloss.inference import Segmenter
 
-    Like :func:`napari_segloss.inference.predict`, slices are reflect-padded to a multiple of
-    32 and cropped back.
-    """
-    from napari_segloss.models import SIZE_MULTIPLE
-
-    model.eval()
-    h, w = images.shape[-2:]
-    pad = ((0, 0), (0, -h % SIZE_MULTIPLE), (0, -w % SIZE_MULTIPLE))
-    padded = np.pad(images, pad, mode="reflect") if any(p[1] for p in pad) else images
-    out = []
-    for start in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(padded[start:start + batch], dtype=np.float32))[:, None]
-        out.append(torch.sigmoid(model(x.to(device)).float())[:, 0, :h, :w].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(images.shape, dtype=np.float32)
+    return Segmenter(model, device=device).probabilities(images)
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -176,7 +163,7 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     test = splits.test
     if test is not None and len(test):
         thresholds = size_thresholds(test.masks, test.spacing)
-        prob = predict_slices(model, test.images, device=device)
+        prob = probabilities(model, test.images, device=device)
         rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
         for row, name in zip(rows["slices"], test.names):
             row["name"] = name
@@ -188,7 +175,7 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     vols = splits.volumes
     if vols is not None and len(vols):
         for image, truth, spacing, kind, name in zip(vols.images, vols.masks, vols.spacing, vols.kinds, vols.names):
-            pred = predict_slices(model, image, device=device) >= THRESHOLD
+            pred = probabilities(model, image, device=device) >= THRESHOLD
             row: dict[str, Any] = image_scores(pred, truth, spacing)
             row.update(tumour=bool(truth.any()), kind=kind, size="volume", name=name)
             rows["volumes"].append(row)
