@@ -8,7 +8,7 @@ path (:meth:`napari_segloss.inference.Segmenter.logits`), the numbers from
 :func:`napari_segloss.interpret.calibration.calibration_summary`; the card is rewritten with
 :func:`napari_segloss.checkpoints.save_checkpoint` (the weights' bytes, hence their sha256, are
 unchanged: they are re-saved in the float16 they were read from, and the script checks it).
-Re-run it after the bundled set is retrained; about 5 s per checkpoint on one CPU core.
+Re-run it after the bundled set is retrained; under a minute per checkpoint on one CPU core.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_segloss.checkpoints import CheckpointError, load, read_card, save_checkpoint
+from napari_segloss.inference import Segmenter
 from napari_segloss.interpret.calibration import calibration_summary
 from napari_segloss.paths import weights_dir
-from napari_segloss.inference import Segmenter
 from napari_segloss.train.loop import Recipe, load_splits
 
 
@@ -38,7 +38,7 @@ def calibrate(card_path: Path, data: str, splits_cache: dict[str, Any]) -> dict[
     if splits.val is None or not len(splits.val) or splits.test is None or not len(splits.test):
         raise ValueError(f"{card.name}: the data {data!r} has no validation or no test slices")
     model = load(card_path).model
-    segmenter = Segmenter(model)
+    segmenter = Segmenter(model, channels=card.input_channels)
     summary = calibration_summary(segmenter.logits(splits.val.images), splits.val.masks,
                                   segmenter.logits(splits.test.images), splits.test.masks)
     before = card.weights_sha256
