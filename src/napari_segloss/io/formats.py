@@ -104,7 +104,10 @@ class Format:
         return guarded(path, self.title, lambda: _resolve(self.reader)(path))
 
 
+#: the formats; magic is tried in this order, so DICOM (whose marker sits at byte 128, after a
+#: preamble that may itself look like a TIFF header) comes first
 FORMATS: tuple[Format, ...] = (
+    Format("dicom", "DICOM file", (".dcm", ".dicom", ".ima"), "napari_segloss.io.dicom:read_dicom_file", magic=_dicom),
     Format("png", "PNG image", (".png",), "napari_segloss.io.raster:read_image",
            "napari_segloss.io.writers:write_array", _png),
     Format("jpeg", "JPEG image", (".jpg", ".jpeg"), "napari_segloss.io.raster:read_image", magic=_jpeg, lossy=True),
@@ -113,7 +116,6 @@ FORMATS: tuple[Format, ...] = (
            "napari_segloss.io.writers:write_array", _tiff),
     Format("nifti", "NIfTI image", (".nii", ".nii.gz"), "napari_segloss.io.nifti:read_nifti",
            "napari_segloss.io.writers:write_array", _nifti),
-    Format("dicom", "DICOM file", (".dcm", ".dicom", ".ima"), "napari_segloss.io.dicom:read_dicom_file", magic=_dicom),
     Format("dicomdir", "DICOMDIR", (), "napari_segloss.io.dicom:read_dicomdir", file_names=("DICOMDIR",)),
     Format("dicom-folder", "DICOM folder", (), "napari_segloss.io.dicom:read_dicom_folder", folder=True),
 )
