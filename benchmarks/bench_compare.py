@@ -27,7 +27,9 @@ Figures (medians; ratios are seed / engine for times and memory, engine / seed f
 
     python benchmarks/bench_compare.py --threads 1           # < 3 minutes on a 2-core CPU
     python benchmarks/bench_compare.py --quick --json out.json
-    napari-segloss bench [--quick] [--device auto]
+
+A developer script of the source repository (it needs ``seed_baseline.py`` beside it), so the
+installed ``napari-segloss`` command has no ``bench``: run this file from a checkout.
 """
 
 from __future__ import annotations
