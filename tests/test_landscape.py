@@ -112,3 +112,14 @@ def test_mismatched_batch_is_a_clear_error(tiny_checkpoint_dir: Path, batch: tup
     images, masks = batch
     with pytest.raises(ValueError, match="one shape"):
         ls.loss_landscape(_model(tiny_checkpoint_dir), images, masks[:1], {"bce": build("bce")})
+
+
+def test_odd_sized_slices_are_padded_like_inference(tiny_checkpoint_dir: Path, batch: tuple) -> None:
+    from napari_segloss.inference import Segmenter
+
+    model = _model(tiny_checkpoint_dir)
+    images, masks = batch[0][:, :50, :45], batch[1][:, :50, :45]
+    logits = torch.from_numpy(Segmenter(model).logits(images))[:, None]
+    bce = float(build("bce")(logits, torch.from_numpy(masks.astype(np.float32))[:, None]))
+    curve = ls.loss_landscape(model, images, masks, {"bce": build("bce")}, steps=2)
+    assert curve.origin["bce"] == pytest.approx(bce, rel=1e-5)

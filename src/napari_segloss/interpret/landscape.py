@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_segloss.models import SIZE_MULTIPLE, forward_with_features
+from napari_segloss.inference import Segmenter
 
 #: the name under which :func:`checkpoint_landscape` reports the checkpoint's own loss
 OWN = "own"
@@ -83,8 +83,8 @@ def _grid(steps: int, span: float) -> np.ndarray:
     return np.linspace(-span, span, int(steps))
 
 
-def _batch(images: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Padded input ``(B, 1, H', W')`` (reflect, to a multiple of 32), target ``(B, 1, H, W)``, ``(H, W)``."""
+def _batch(images: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and target ``(B, 1, H, W)`` float32 tensors of a ``(B, H, W)`` or ``(H, W)`` batch."""
     x, y = np.asarray(images, dtype=np.float32), np.asarray(masks)
     if x.ndim == 2:
         x, y = x[None], y[None]
@@ -93,11 +93,7 @@ def _batch(images: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.T
                          f"{np.shape(images)} and {np.shape(masks)}")
     if not np.isfinite(x).all():
         raise ValueError("the batch images contain NaN or Inf")
-    h, w = x.shape[-2:]
-    pad = ((0, 0), (0, -h % SIZE_MULTIPLE), (0, -w % SIZE_MULTIPLE))
-    padded = np.pad(x, pad, mode="reflect") if any(p[1] for p in pad) else x
-    target = torch.from_numpy((y != 0).astype(np.float32))[:, None]
-    return torch.from_numpy(np.ascontiguousarray(padded))[:, None], target, (h, w)
+    return torch.from_numpy(np.ascontiguousarray(x))[:, None], torch.from_numpy((y != 0).astype(np.float32))[:, None]
 
 
 def loss_landscape(
@@ -138,8 +134,10 @@ def loss_landscape(
     if not losses:
         raise ValueError("choose at least one loss")
     grid = _grid(steps, span)
-    x, target, (h, w) = _batch(images, masks)
+    x, target = _batch(images, masks)
     net = copy.deepcopy(model).float().cpu().eval()
+    segmenter = Segmenter(net)
+    padded, (rows, cols) = segmenter.pad(x)
     params = list(net.parameters())
     theta = [p.detach().clone() for p in params]
     gen = torch.Generator().manual_seed(int(seed))
@@ -151,11 +149,11 @@ def loss_landscape(
     def evaluate(a: float, b: float) -> dict[str, float]:
         for p, t, *ds in zip(params, theta, *directions):
             p.copy_(t + a * ds[0] + (b * ds[1] if dims == 2 else 0.0))
-        logits, features = forward_with_features(net, x)
+        logits, features = segmenter.forward_features(padded)
         extra = dict(kwargs)
-        if uses_features:
-            extra["features"] = features[..., : -(-h // 4), : -(-w // 4)]
-        return {name: float(loss(logits[..., :h, :w], target, **extra)) for name, loss in losses.items()}
+        if uses_features:  # decoder features are at 1/4 of the padded grid
+            extra["features"] = features[..., rows.start // 4: -(-rows.stop // 4), cols.start // 4: -(-cols.stop // 4)]
+        return {name: float(loss(logits[..., rows, cols], target, **extra)) for name, loss in losses.items()}
 
     points = [(a, 0.0) for a in grid] if dims == 1 else [(a, b) for b in grid for a in grid]
     found: list[dict[str, float]] = []
