@@ -40,6 +40,19 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
+def assert_same_voxels_in_space(back, affine_lps, mask: np.ndarray) -> None:
+    """``back`` (read from a written file, in whatever array order its reader chose) marks the
+    same patient positions (LPS mm) as ``mask`` on the scan with ``affine_lps``."""
+
+    def points(affine, on: np.ndarray) -> np.ndarray:
+        index = np.argwhere(on.reshape((-1, *on.shape[-2:])))
+        world = (np.asarray(affine) @ np.c_[index, np.ones(len(index))].T)[:3].T
+        return world[np.lexsort(np.round(world, 2).T[::-1])]
+
+    assert (back.data > 0).sum() == mask.sum()
+    np.testing.assert_allclose(points(back.metadata["affine_lps"], back.data > 0), points(affine_lps, mask), atol=1e-3)
+
+
 def only(scans):
     assert len(scans) == 1, [s.name for s in scans]
     return scans[0]
@@ -193,3 +206,68 @@ def test_bad_cases_give_one_clear_message_and_lose_nothing(tmp_path, ct_series):
         write_seg(existing, scan.metadata, [SegmentResult("dice", "dice", scan.data > 0)])
     assert existing.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat", "kept.dcm", "scan.png"]
+
+
+def test_save_results_picks_the_inputs_format_and_never_overwrites(tmp_path, oblique_series):
+    from napari_segloss.io.results import default_format, save_results
+
+    scan = only(read_scans(oblique_series))
+    results = [SegmentResult(name, name, blob(scan.data.shape, seed)) for seed, name in enumerate(("dice", "focal", "bce"))]
+    assert default_format(scan.metadata) == "dicom-seg"
+    written = save_results(tmp_path / "out", scan.metadata, scan.spacing, results)
+    assert [p.name for p in written] == ["dice.seg.dcm", "focal.seg.dcm", "bce.seg.dcm"]
+    for path, result in zip(written, results):
+        np.testing.assert_array_equal(only(read_scans(path)).data > 0, result.mask)
+    (combined,) = save_results(tmp_path / "out", scan.metadata, scan.spacing, results, combined=True)
+    assert len(read_scans(combined)) == 3
+    before = {p: p.read_bytes() for p in written}
+    with pytest.raises(FileExistsError, match=r"dice.seg.dcm: file exists \(3 of 3"):
+        save_results(tmp_path / "out", scan.metadata, scan.spacing, results)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    (nifti,) = save_results(tmp_path / "nii", scan.metadata, scan.spacing, results[:1], fmt="nifti")
+    assert_same_voxels_in_space(only(read_scans(nifti)), scan.metadata["affine_lps"], results[0].mask)
+
+    png = only(read_scans(write_array(tmp_path / "scan.png", np.zeros((8, 8), np.uint8))))
+    assert default_format(png.metadata) == "png"
+    with pytest.raises(SegWriteError, match="needs a DICOM input"):
+        save_results(tmp_path / "png", png.metadata, png.spacing, [SegmentResult("dice", "dice", np.ones((8, 8), bool))],
+                     fmt="dicom-seg")
+    assert not (tmp_path / "png").exists()
+
+
+@pytest.mark.usefixtures("tiny_registry")
+def test_predict_cli_writes_a_seg_and_a_geometry_true_nifti_per_checkpoint(tmp_path, oblique_series, capsys):
+    import nibabel as nib
+
+    from napari_segloss.checkpoints import load
+    from napari_segloss.cli import main
+
+    scan = only(read_scans(oblique_series))
+    # the untrained tiny networks give probabilities near 0.5: compare with the same command's TIFF
+    assert main(["predict", str(oblique_series), "--checkpoint", "all", "--out", str(tmp_path / "png")]) == 0
+    for fmt, name in (("dicom-seg", "prediction.seg.dcm"), ("nifti", "prediction.nii.gz")):
+        out = tmp_path / fmt
+        assert main(["predict", str(oblique_series), "--checkpoint", "all", "--format", fmt, "--out", str(out)]) == 0
+        for checkpoint in ("tiny_bce", "tiny_dice", "tiny_focal"):
+            path = out / checkpoint / name
+            assert not (out / checkpoint / "prediction.tif").exists()
+            expected = only(read_scans(tmp_path / "png" / checkpoint / "prediction.tif")).data > 0
+            assert 0 < expected.sum() < expected.size
+            assert_same_voxels_in_space(only(read_scans(path)), scan.metadata["affine_lps"], expected)
+            if fmt == "dicom-seg":
+                seg = pydicom.dcmread(path)
+                algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+                assert algorithm.AlgorithmName == checkpoint
+                assert load(checkpoint).card.weights_sha256 in str(algorithm.AlgorithmParameters)
+            else:
+                first = pydicom.dcmread(sorted(oblique_series.iterdir())[0])
+                affine = nib.load(path).affine
+                corner = np.asarray(first.ImagePositionPatient, float) * [-1, -1, 1]
+                assert np.abs(np.linalg.inv(affine) @ [*corner, 1.0])[:2] == pytest.approx([0, 0], abs=1e-4)
+    capsys.readouterr()
+    png = write_array(tmp_path / "case.png", RNG.integers(0, 255, size=(64, 64)).astype(np.uint8))
+    out = tmp_path / "refused"
+    assert main(["predict", str(png), "--format", "dicom-seg", "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a DICOM input" in err
+    assert not out.exists()
