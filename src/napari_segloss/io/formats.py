@@ -272,7 +272,7 @@ def _one_line(exc: BaseException) -> str:
 def guarded(path: str | os.PathLike, what: str, call: Callable[[], _T]) -> _T:
     """Run ``call()``; any failure but an interrupt becomes a ScanReadError naming ``path``.
 
-    ``ScanReadError`` passes unchanged; ``KeyboardInterrupt``, ``SystemExit`` and
+    ``ScanReadError`` passes (its message joined into one line); ``KeyboardInterrupt``, ``SystemExit`` and
     ``GeneratorExit`` are re-raised; everything else, ``BaseException`` panics of native
     decoders (``pyo3_runtime.PanicException``) and ``MemoryError`` included, becomes
     ``ScanReadError("<path>: unreadable <what> (<type>: <message>)")``.
@@ -281,8 +281,10 @@ def guarded(path: str | os.PathLike, what: str, call: Callable[[], _T]) -> _T:
 
     try:
         return call()
-    except ScanReadError:
-        raise
+    except ScanReadError as exc:
+        if "\n" not in str(exc):
+            raise
+        raise type(exc)(" ".join(str(exc).split())) from None  # decoders list their plugins line by line
     except _PASS_THROUGH:
         raise
     except BaseException as exc:  # noqa: BLE001 - decoders fail in arbitrary ways, even with panics
