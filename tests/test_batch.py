@@ -397,13 +397,14 @@ def test_folder_input_threads_and_dask_agree(result: runner.BatchResult, data: P
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     distributed = pytest.importorskip("distributed")
     from napari_segloss import checkpoints
+    from napari_segloss.checkpoints import loading
 
     reference = read_csv(result.out, "metrics.csv")
     threads = batch.run_batch(data, ckpts, tmp_path / "threads.zip", device="cpu", workers=2)
     assert read_csv(threads.out, "metrics.csv") == reference
     loads: list[str] = []
-    original = checkpoints._load_uncached
-    monkeypatch.setattr(checkpoints, "_load_uncached", lambda *a: loads.append(str(a[0])) or original(*a))
+    original = loading._load_uncached
+    monkeypatch.setattr(loading, "_load_uncached", lambda *a: loads.append(str(a[0])) or original(*a))
     checkpoints.clear_cache()
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         dask = batch.run_batch(data, ckpts, tmp_path / "dask.zip", device="cpu", scheduler=cluster.scheduler_address)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -12,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_segloss import checkpoints
+from napari_segloss import checkpoints, models
 from napari_segloss.checkpoints import (
     CheckpointError,
     ModelCard,
@@ -71,8 +77,8 @@ def test_forward_with_features_matches_forward():
         ({"arch": "NotANet"}, "arch"),
         ({"encoder_weights": "imagenet"}, "encoder_weights"),
         ({"classes": 2}, "classes"),
-        ({"encoder_name": "no_such_encoder"}, "cannot build"),
-        ({"unknown_argument": 3}, "cannot build"),
+        ({"encoder_name": "no_such_encoder"}, "encoder_name must be one of"),
+        ({"unknown_argument": 3}, r"disallowed key\(s\) \['unknown_argument'\]"),
     ],
 )
 def test_build_model_rejects_bad_architectures(change, message):
@@ -328,7 +334,8 @@ def test_registry_sorted_by_family_then_name(tiny_registry, tmp_path):
     ]
     assert infos[0].path == tiny_registry / "tiny_bce.json" and infos[0].weights.suffix == ".safetensors"
     assert load("tiny_focal").card.loss == "focal"
-    assert load("TINY_FOCAL").card.name == "tiny_focal"
+    with pytest.raises(CheckpointError, match="unknown checkpoint 'TINY_FOCAL' \\(did you mean 'tiny_focal'\\?"):
+        load("TINY_FOCAL")  # names are exact
     with pytest.raises(CheckpointError, match="unknown checkpoint 'nope'; available: tiny_bce, tiny_focal, tiny_dice"):
         load("nope")
 
@@ -345,7 +352,8 @@ def test_registry_reads_weights_dir_top_level_only_and_skips_bad_cards(tiny_chec
     with pytest.warns(UserWarning, match="broken.json.*missing field"):
         infos = list_checkpoints()
     assert [i.name for i in infos] == ["tiny_dice"]
-    assert checkpoints.default_checkpoint().name == "tiny_dice"
+    with pytest.warns(UserWarning, match="broken.json"):
+        assert checkpoints.default_checkpoint().name == "tiny_dice"
 
 
 def test_duplicate_names_keep_the_first_folder(tiny_checkpoint_dir, tmp_path, monkeypatch):
@@ -356,3 +364,314 @@ def test_duplicate_names_keep_the_first_folder(tiny_checkpoint_dir, tmp_path, mo
         infos = list_checkpoints()
     assert [i.name for i in infos] == ["tiny_bce", "tiny_focal", "tiny_dice"]
     assert infos[0].path.parent == tmp_path / "w"
+
+
+def test_a_user_folder_cannot_shadow_a_bundled_name(tiny_checkpoint_dir, tmp_path, monkeypatch):
+    bundled = tmp_path / "bundled"
+    _copy(tiny_checkpoint_dir, "tiny_dice", bundled)
+    monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(bundled))
+    monkeypatch.delenv("NAPARI_SEGLOSS_CHECKPOINTS", raising=False)
+    user = checkpoints.registry.user_checkpoint_dir()
+    # the user's cards claim the bundled name, once in upper case and once exactly
+    for stem, name in (("shouting", "TINY_DICE"), ("copy", "tiny_dice")):
+        card = json.loads((tiny_checkpoint_dir / "tiny_dice.json").read_text()) | {"name": name}
+        user.mkdir(parents=True, exist_ok=True)
+        (user / f"{stem}.json").write_text(json.dumps(card))
+        shutil.copy(tiny_checkpoint_dir / "tiny_dice.safetensors", user / f"{stem}.safetensors")
+    scan = checkpoints.scan_checkpoints()
+    assert [(i.name, i.path) for i in scan.checkpoints] == [("tiny_dice", bundled / "tiny_dice.json")]
+    assert len(scan.problems) == 2
+    for stem, problem in zip(("copy", "shouting"), scan.problems):  # sorted by file name
+        assert str(user / f"{stem}.json") in problem and str(bundled / "tiny_dice.json") in problem
+        assert "already taken" in problem
+    with pytest.warns(UserWarning, match="already taken"):
+        assert load("tiny_dice").info.path == bundled / "tiny_dice.json"
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="did you mean 'tiny_dice'"):
+        load("TINY_DICE")
+
+
+# --- cards are data: the architecture allow-list ------------------------------------------------
+
+#: the options each allowed architecture may set, at non-default values
+_ALLOWED_OPTIONS = {
+    "FPN": {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 64, "decoder_dropout": 0.1},
+    "Unet": {"decoder_channels": [64, 32, 16, 16, 8]},
+}
+
+
+def test_allow_list_options_are_all_exercised():
+    assert {name: set(options) for name, options in _ALLOWED_OPTIONS.items()} == {
+        name: set(keys) for name, keys in models.ARCHITECTURES.items()
+    }
+
+
+@pytest.mark.parametrize("encoder", models.ENCODERS)
+@pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
+def test_every_allowed_architecture_builds_offline_and_runs(arch, encoder):
+    architecture = {"arch": arch, "encoder_name": encoder, "encoder_weights": None, "in_channels": 1, "classes": 1,
+                    **_ALLOWED_OPTIONS[arch]}
+    assert models.validate_architecture(architecture) == architecture
+    model = build_model(architecture).eval()
+    with torch.no_grad():
+        logits, _ = forward_with_features(model, torch.randn(1, 1, 64, 96))
+    assert logits.shape == (1, 1, 64, 96)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"checkpoint_path": "/etc/passwd"}, r"disallowed key\(s\) \['checkpoint_path'\]"),
+        ({"encoder_name": "tu-hf-hub:timm/mobilenetv3_small_100.lamb_in1k"}, "encoder_name must be one of"),
+        ({"encoder_name": "tu-mobilenetv3_small_100"}, "encoder_name must be one of"),
+        ({"aux_params": {"classes": 2}}, "aux_params"),
+        ({"pretrained_cfg_overlay": {"file": "x"}}, "pretrained_cfg_overlay"),
+        ({"arch": "fpn"}, "'arch' must be one of"),  # exact class names
+        ({"arch": "Unet"}, r"disallowed key.*decoder_pyramid_channels"),  # options are per architecture
+        ({"encoder_weights": "imagenet"}, "encoder_weights must be null"),
+        ({"classes": True}, "classes must be 1"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"in_channels": 5}, "in_channels"),
+        ({"decoder_segmentation_channels": 48}, "multiple of 32"),
+        ({"decoder_pyramid_channels": 10**6}, "decoder_pyramid_channels"),
+        ({"decoder_dropout": 1.0}, "decoder_dropout"),
+    ],
+)
+def test_architectures_outside_the_allow_list_are_refused(change, message):
+    architecture = {**DEFAULT_ARCHITECTURE, **change}
+    with pytest.raises(ValueError, match=message):
+        models.validate_architecture(architecture)
+    with pytest.raises(CheckpointError, match=message):
+        ModelCard.from_dict(_card_dict(architecture=architecture))
+
+
+def test_unet_decoder_channels_are_checked():
+    unet = {**DEFAULT_ARCHITECTURE, "arch": "Unet"}
+    for key in ("decoder_pyramid_channels", "decoder_segmentation_channels"):
+        del unet[key]
+    for bad in ([64, 32, 16], [64, 32, 16, 16, 0], "64"):
+        with pytest.raises(ValueError, match="decoder_channels"):
+            models.validate_architecture({**unet, "decoder_channels": bad})
+
+
+_NETWORK_MODULES = ("segmentation_models_pytorch", "timm", "torchvision", "huggingface_hub", "requests", "urllib3",
+                    "httpx")
+
+
+def test_card_validation_imports_no_network_library(tiny_checkpoint_dir, tmp_path):
+    hub = _card_dict(architecture={**DEFAULT_ARCHITECTURE, "encoder_name": "tu-hf-hub:timm/x"})
+    code = f"""
+import json, sys
+from napari_segloss.checkpoints import CheckpointError, ModelCard, read_card, scan_checkpoints
+read_card({str(tiny_checkpoint_dir / "tiny_dice.json")!r})
+assert len(scan_checkpoints([{str(tiny_checkpoint_dir)!r}]).checkpoints) >= 3
+try:
+    ModelCard.from_dict(json.loads({json.dumps(hub)!r}))
+except CheckpointError:
+    pass
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({list(_NETWORK_MODULES)!r}))))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAPARI_SEGLOSS_WEIGHTS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _hub_card(tiny_checkpoint_dir: Path, folder: Path) -> Path:
+    """A card whose encoder would make timm fetch its configuration from the Hugging Face Hub."""
+    folder.mkdir(parents=True, exist_ok=True)
+    card = json.loads((tiny_checkpoint_dir / "tiny_bce.json").read_text())
+    card["name"] = "hub"
+    card["architecture"]["encoder_name"] = "tu-hf-hub:timm/mobilenetv3_small_100.lamb_in1k"
+    (folder / "hub.json").write_text(json.dumps(card))
+    shutil.copy(tiny_checkpoint_dir / "tiny_bce.safetensors", folder / "hub.safetensors")
+    return folder / "hub.json"
+
+
+def test_loading_a_hub_card_with_the_network_blocked(tiny_checkpoint_dir, tmp_path, monkeypatch):
+    attempts = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(tmp_path / "no_bundled_weights"))
+    monkeypatch.delenv("NAPARI_SEGLOSS_CHECKPOINTS", raising=False)
+    card = _hub_card(tiny_checkpoint_dir, tmp_path / "cards")
+    with pytest.raises(CheckpointError, match="hub.json.*encoder_name must be one of"):
+        load(card)
+    with pytest.warns(UserWarning, match="hub.json.*encoder_name"):
+        assert list_checkpoints([card.parent]) == []
+    assert attempts == []
+
+
+def test_loading_a_hub_card_sends_nothing_to_a_loopback_hub(tiny_checkpoint_dir, tmp_path):
+    """The child process may use the network, its Hub and proxies point at a local server: the
+    server must receive nothing (before the allow-list, timm asked it for the model's config)."""
+    received: list[bytes] = []
+
+    class Hub(socketserver.BaseRequestHandler):
+        def handle(self):
+            received.append(self.request.recv(4096) or b"(connected)")
+            self.request.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    card = _hub_card(tiny_checkpoint_dir, tmp_path / "cards")
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Hub) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("HF_", "HUGGINGFACE", "NO_PROXY"))}
+        env |= {"HF_ENDPOINT": url, "HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url, "OMP_NUM_THREADS": "1",
+                "HF_HUB_DOWNLOAD_TIMEOUT": "5", "HF_HUB_ETAG_TIMEOUT": "5"}
+        code = f"""
+from napari_segloss.checkpoints import CheckpointError, load
+try:
+    load({str(card)!r})
+except CheckpointError as exc:
+    print("refused:", exc)
+"""
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        server.shutdown()
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "encoder_name" in out.stdout
+    assert received == []
+
+
+# --- bounded, fault-tolerant card reading -------------------------------------------------------
+
+
+def _bad_cards(folder: Path, tiny_checkpoint_dir: Path) -> dict[str, str]:
+    """Hostile cards in ``folder`` (each with weights beside it): stem -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = json.loads((tiny_checkpoint_dir / "tiny_dice.json").read_text())
+    os.mkfifo(folder / "fifo.json")
+    (folder / "zero.json").symlink_to("/dev/zero")
+    with open(folder / "huge.json", "wb") as handle:  # sparse: 100 MB on paper, nothing on disk
+        handle.truncate(100 * 2**20)
+    (folder / "deep.json").write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    nested: object = 1
+    for _ in range(checkpoints.MAX_CARD_DEPTH + 1):
+        nested = [nested]
+    (folder / "nested.json").write_text(json.dumps(good | {"name": "nested", "data": {"x": nested}}))
+    (folder / "digits.json").write_text(json.dumps(good | {"name": "digits"})[:-1] + ', "notes": ' + "9" * 5000 + "}")
+    (folder / "binary.json").write_bytes(b"\xff\xfe" + b"\0" * 100)
+    for stem in ("fifo", "zero", "huge", "deep", "nested", "digits", "binary"):
+        shutil.copy(tiny_checkpoint_dir / "tiny_dice.safetensors", folder / f"{stem}.safetensors")
+    return {"fifo": "not a regular file", "zero": "not a regular file", "huge": "104857600 bytes",
+            "deep": "nests deeper", "nested": "nests deeper", "digits": "not valid JSON", "binary": "not valid JSON"}
+
+
+def _in_thread(fn, timeout: float = 60.0):
+    """``fn()`` in a daemon thread; fails the test if it does not return within ``timeout`` s."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "reading the cards hung"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_hostile_cards_are_refused_one_line_each(tiny_checkpoint_dir, tmp_path):
+    reasons = _bad_cards(tmp_path, tiny_checkpoint_dir)
+    for stem, reason in reasons.items():
+        with pytest.raises(CheckpointError, match=reason) as info:
+            _in_thread(lambda stem=stem: read_card(tmp_path / f"{stem}.json"))
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / f"{stem}.json")) and "\n" not in message and len(message) < 400
+
+
+def test_one_bad_card_is_reported_and_skipped_the_others_listed(tiny_checkpoint_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "mixed"
+    reasons = _bad_cards(folder, tiny_checkpoint_dir)
+    _copy(tiny_checkpoint_dir, "tiny_focal", folder)
+    monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(folder))
+    monkeypatch.delenv("NAPARI_SEGLOSS_CHECKPOINTS", raising=False)
+    scan = _in_thread(checkpoints.scan_checkpoints)
+    assert [i.name for i in scan.checkpoints] == ["tiny_focal"]
+    assert len(scan.problems) == len(reasons)
+    for stem, reason in reasons.items():
+        assert sum(f"{stem}.json" in p and reason in p for p in scan.problems) == 1, stem
+    for _ in range(2):  # the cache does not hide the problems: every call reports them
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert [i.name for i in list_checkpoints()] == ["tiny_focal"]
+        assert len(caught) == len(reasons)
+
+
+# --- the registry cache -------------------------------------------------------------------------
+
+
+#: the cache's window for fresh changes in these tests (s); Linux time stamps tick in <= 10 ms
+_RACY_S = 0.2
+
+
+class _CountingReads:
+    def __init__(self, monkeypatch):
+        self.paths: list[str] = []
+        original = checkpoints.registry.read_card
+        monkeypatch.setattr(checkpoints.registry, "read_card", lambda p: self.paths.append(Path(p).name) or original(p))
+
+
+def test_registry_is_cached_and_rereads_only_what_changed(tiny_checkpoint_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "w"
+    for name in ("tiny_dice", "tiny_focal", "tiny_bce"):
+        _copy(tiny_checkpoint_dir, name, folder)
+    monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(folder))
+    monkeypatch.delenv("NAPARI_SEGLOSS_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(checkpoints.registry, "_RACY_NS", int(_RACY_S * 1e9))
+    time.sleep(1.5 * _RACY_S)
+    reads = _CountingReads(monkeypatch)
+    first = checkpoints.scan_checkpoints()
+    assert sorted(reads.paths) == ["tiny_bce.json", "tiny_dice.json", "tiny_focal.json"]
+    assert checkpoints.scan_checkpoints() is first and len(reads.paths) == 3  # nothing read again
+
+    # a card rewritten in place with the same size and its old mtime: the inode's ctime tells
+    card = folder / "tiny_focal.json"
+    stat_before = card.stat()
+    card.write_text(card.read_text().replace('"notes": ""', '"notes":"x"'))  # same length
+    assert card.stat().st_size == stat_before.st_size
+    os.utime(card, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    reads.paths.clear()
+    second = checkpoints.scan_checkpoints()
+    assert reads.paths == ["tiny_focal.json"]  # the other two cards came from the cache
+    assert next(i for i in second.checkpoints if i.name == "tiny_focal").card.notes == "x"
+
+    # a checkpoint added, then one removed: the folder's listing changed
+    shutil.copy(tiny_checkpoint_dir / "tiny_dice.safetensors", folder / "other.safetensors")
+    data = json.loads((tiny_checkpoint_dir / "tiny_dice.json").read_text()) | {"name": "other"}
+    (folder / "other.json").write_text(json.dumps(data))
+    assert "other" in [i.name for i in checkpoints.scan_checkpoints().checkpoints]
+    (folder / "tiny_bce.json").unlink()
+    assert [i.name for i in checkpoints.scan_checkpoints().checkpoints] == ["tiny_focal", "other", "tiny_dice"]
+
+    # refresh() forgets everything
+    time.sleep(1.5 * _RACY_S)
+    checkpoints.scan_checkpoints()
+    reads.paths.clear()
+    checkpoints.scan_checkpoints()
+    assert reads.paths == []
+    checkpoints.refresh()
+    checkpoints.scan_checkpoints()
+    assert sorted(reads.paths) == ["other.json", "tiny_dice.json", "tiny_focal.json"]
+
+
+def test_fresh_changes_are_not_trusted_to_the_cache(tiny_checkpoint_dir, tmp_path, monkeypatch):
+    """Files changed within the time-stamp resolution of a scan (2 s by default: FAT's) are read
+    again on every call."""
+    folder = tmp_path / "w"
+    _copy(tiny_checkpoint_dir, "tiny_dice", folder)
+    monkeypatch.setenv("NAPARI_SEGLOSS_WEIGHTS", str(folder))
+    monkeypatch.delenv("NAPARI_SEGLOSS_CHECKPOINTS", raising=False)
+    reads = _CountingReads(monkeypatch)
+    checkpoints.scan_checkpoints()
+    checkpoints.scan_checkpoints()
+    assert reads.paths == ["tiny_dice.json", "tiny_dice.json"]

@@ -32,32 +32,78 @@ DEFAULT_ARCHITECTURE: Mapping[str, Any] = MappingProxyType(
 SIZE_MULTIPLE = 32
 
 
+#: what a card's architecture may say: per ``arch`` (exact smp class name), the keyword arguments
+#: beyond the common ones and their checks. Only combinations built and tested here
+#: (tests/test_checkpoints.py builds every one) are allowed: a card is data, and anything else
+#: (``checkpoint_path``, ``tu-hf-hub:`` encoders, unknown keys) would let a JSON file make smp or
+#: timm read files or contact the network.
+ARCHITECTURES: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "FPN": frozenset({"decoder_pyramid_channels", "decoder_segmentation_channels", "decoder_dropout"}),
+        "Unet": frozenset({"decoder_channels"}),
+    }
+)
+#: encoders a card may name (smp names; built offline with random weights, no network)
+ENCODERS = ("timm-mobilenetv3_small_minimal_100", "timm-mobilenetv3_small_100", "timm-mobilenetv3_large_100")
+#: keys every architecture takes
+_COMMON_KEYS = frozenset({"arch", "encoder_name", "encoder_weights", "in_channels", "classes"})
+#: largest channel count of a decoder layer (a card must not be able to ask for gigabytes)
+MAX_DECODER_CHANNELS = 1024
+#: most input channels (grey, RGB, RGBA)
+MAX_IN_CHANNELS = 4
+
+
+def _channels(key: str, value: Any, largest: int, multiple: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= largest or value % multiple:
+        also = f", a multiple of {multiple}" if multiple > 1 else ""
+        raise ValueError(f"architecture {key} must be an integer in [1, {largest}]{also}, got {value!r}")
+
+
 def validate_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
-    """Check an architecture dict without building it; return a plain copy.
+    """Check an architecture dict against the allow-list without building it (and without
+    importing smp, timm or any network library); return a plain copy.
 
-    Raises ``ValueError`` naming the problem: not a mapping, missing or unknown ``arch``,
-    pretrained ``encoder_weights`` (they would need the network), ``classes`` other than 1.
+    Raises ``ValueError`` naming the problem: not a mapping, an ``arch`` outside
+    :data:`ARCHITECTURES`, an encoder outside :data:`ENCODERS`, pretrained ``encoder_weights``
+    (they would need the network), a keyword the architecture does not allow, ``classes`` other
+    than 1, or a channel count out of range.
     """
-    import segmentation_models_pytorch as smp
-
     if not isinstance(architecture, Mapping):
         raise ValueError(f"architecture must be a mapping, got {type(architecture).__name__}")
     arch = dict(architecture)
     name = arch.get("arch")
-    valid = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
-    if not isinstance(name, str) or name.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-        raise ValueError(f"architecture 'arch' must be one of {valid}, got {name!r}")
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ValueError(f"architecture 'arch' must be one of {sorted(ARCHITECTURES)}, got {name!r}")
+    unknown = sorted(str(key) for key in set(arch) - _COMMON_KEYS - ARCHITECTURES[name])
+    if unknown:
+        allowed = sorted(_COMMON_KEYS | ARCHITECTURES[name])
+        raise ValueError(f"architecture {name}: unknown or disallowed key(s) {unknown}; allowed: {allowed}")
+    if arch.get("encoder_name") not in ENCODERS:
+        raise ValueError(f"architecture encoder_name must be one of {list(ENCODERS)}, got {arch.get('encoder_name')!r}")
     if arch.get("encoder_weights") is not None:
         raise ValueError(
             f"architecture encoder_weights must be null (weights come from the checkpoint), "
             f"got {arch['encoder_weights']!r}"
         )
-    for key in ("in_channels", "classes"):
-        value = arch.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"architecture {key} must be a positive integer, got {value!r}")
-    if arch["classes"] != 1:
-        raise ValueError(f"architecture classes must be 1 (one foreground logit), got {arch['classes']}")
+    _channels("in_channels", arch.get("in_channels"), MAX_IN_CHANNELS)
+    classes = arch.get("classes")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes != 1:
+        raise ValueError(f"architecture classes must be 1 (one foreground logit), got {classes!r}")
+    if "decoder_pyramid_channels" in arch:
+        _channels("decoder_pyramid_channels", arch["decoder_pyramid_channels"], MAX_DECODER_CHANNELS)
+    if "decoder_segmentation_channels" in arch:  # FPN's segmentation blocks use GroupNorm(32, C)
+        _channels("decoder_segmentation_channels", arch["decoder_segmentation_channels"], MAX_DECODER_CHANNELS, 32)
+    if "decoder_dropout" in arch:
+        value = arch["decoder_dropout"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+            raise ValueError(f"architecture decoder_dropout must be a number in [0, 1), got {value!r}")
+    if "decoder_channels" in arch:
+        value = arch["decoder_channels"]
+        if not isinstance(value, (list, tuple)) or len(value) != 5:
+            raise ValueError(f"architecture decoder_channels must be a list of 5 integers, got {value!r}")
+        for item in value:
+            _channels("decoder_channels", item, MAX_DECODER_CHANNELS)
+        arch["decoder_channels"] = list(value)
     return arch
 
 
