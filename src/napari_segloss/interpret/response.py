@@ -47,8 +47,6 @@ DEFAULT_PROBABILITIES = np.linspace(0.01, 0.99, 99)
 CONTEXT_SIZE, CONTEXT_RADIUS, CONTEXT_CONFIDENCE = 32, 5, 0.9
 #: probe positions (row, column) in the "image" context
 FOREGROUND_PROBE, BACKGROUND_PROBE = (16, 16), (16, 27)
-#: losses with a closed form here
-ANALYTIC = ("bce", "focal", "dice")
 
 
 @dataclass(frozen=True)
