@@ -20,7 +20,7 @@ from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model, forward_wit
 from napari_segloss.train import Augment, Extras, Recipe, folder_splits, synthetic_splits, train
 from napari_segloss.train.data import downsample, downsample_mask, epoch_batches
 from napari_segloss.preprocess import normalize
-from napari_segloss.train.evaluate import (aggregate, bootstrap_ci, overlap, paired_difference, predict_slices,
+from napari_segloss.train.evaluate import (aggregate, bootstrap_ci, overlap, paired_difference, probabilities,
                                            size_class)
 from napari_segloss.train.loop import _WithFeatures
 
@@ -257,7 +257,7 @@ def test_card_validates_loads_and_reproduces_through_the_engine(straight):
         sample = generate_slice(int(ref["name"].removeprefix("seed")), TINY.render_size)
         engine = predict(sample.image, loaded, device="cpu")
         # the engine sees exactly what training and evaluation saw: same normalisation, same weights
-        ours = predict_slices(loaded.model, normalize(sample.image, card["normalization"])[None])[0]
+        ours = probabilities(loaded.model, normalize(sample.image, card["normalization"])[None])[0]
         np.testing.assert_allclose(engine.probability, ours, atol=1e-5)
         assert compute(engine.mask(), sample.mask)["dice"] == pytest.approx(ref["dice"], abs=0.02)
 

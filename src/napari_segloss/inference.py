@@ -1,13 +1,23 @@
-"""Run a checkpoint on a 2D slice, a 3D volume or a colour image: :func:`predict`
-(:func:`predict_many` for a list of 2D images in shared batches).
+"""The one forward path of the network, :class:`Segmenter`, and the public calls on it:
+:func:`predict` (a 2D slice, a 3D volume or a colour image) and :func:`predict_many` (a list of
+2D images in shared batches).
 
-Steps: colour -> grey (or the card's channel count), intensity normalisation from the card
-(over the whole slice or volume), slice batches sized to a memory budget, reflect padding to a
-multiple of 32 and exact cropping back, sigmoid probabilities; optionally (``resample=True``)
-in-plane resampling to the checkpoint's training pixel size and back. On GPU the model runs under
-``torch.inference_mode`` with channels-last memory and bf16/fp16 autocast; a CUDA out-of-memory
-error falls back to the CPU with a warning. CPU results are deterministic; GPU probabilities
-agree with CPU ones to within about 1e-2 (half-precision autocast).
+Every consumer that runs a network on images -- prediction (CLI, widget, batch), training
+validation, test evaluation for the cards, fine-tuning, interpretability -- goes through a
+:class:`Segmenter`: input preparation (colour -> grey or the card's channel count, intensity
+normalisation from the card over the whole slice or volume), slice batches sized to a memory
+budget, reflect padding to a multiple of 32 (at least 64) split around the image and exact
+cropping back, devices, AMP, CUDA-OOM fallback, progress and cancel. A different network (another
+smp architecture, a 3-D model) touches :mod:`napari_segloss.models` and this class only.
+
+Scale (``resample=True``, the default): the network sees the scan at its training scale. With a
+known pixel size each slice is resampled in-plane to the card's training pixel size; with an
+unknown one (``spacing=None``: PNG/JPG, a layer of scale 1) it is brought to the card's training
+field of view (``card.image_size``); probabilities are resized back to the input grid. The
+metadata says which happened. On GPU the model runs under ``torch.inference_mode`` with
+channels-last memory and bf16/fp16 autocast; a CUDA out-of-memory error falls back to the CPU
+with a warning. CPU results are deterministic; GPU probabilities agree with CPU ones to within
+about 1e-2 (half-precision autocast).
 """
 
 from __future__ import annotations
@@ -137,20 +147,40 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    """Probabilities ``(b, H, W)`` for a normalised ``(b, C, H, W)`` batch (pads and crops)."""
-    height, width = batch.shape[-2:]
+def _reflect(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
+    """Reflect-pad one axis exactly like ``numpy.pad(mode="reflect")``, pads of any length
+    (indices folded with period ``2 (n - 1)``; a single pixel is repeated)."""
+    if not before and not after:
+        return x
+    size = x.shape[dim]
+    index = torch.arange(-before, size + after, device=x.device)
+    if size == 1:
+        index = torch.zeros_like(index)
+    else:
+        index = index.remainder(2 * (size - 1))
+        index = torch.where(index >= size, 2 * (size - 1) - index, index)
+    return x.index_select(dim % x.ndim, index)
+
+
+def _pad_tensor(x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """Reflect-pad ``(B, C, H, W)`` as :func:`padding_for` says; the crop that undoes it."""
+    height, width = x.shape[-2:]
     (top, bottom), (left, right) = padding_for(height), padding_for(width)
-    padded = np.pad(batch, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="reflect")
-    x = torch.from_numpy(padded).to(device)
+    x = _reflect(_reflect(x, top, bottom, -2), left, right, -1)
+    return x, (slice(top, top + height), slice(left, left + width))
+
+
+def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """Float32 logits ``(b, H, W)`` for a normalised ``(b, C, H, W)`` batch (pads and crops)."""
+    x, (rows, cols) = _pad_tensor(torch.from_numpy(np.ascontiguousarray(batch)))
+    x = x.to(device)
     amp = _amp_dtype(device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         logits = model(x)
-    prob = torch.sigmoid(logits.float())[:, 0, top : top + height, left : left + width]
-    return prob.cpu().numpy()
+    return logits.float()[:, 0, rows, cols].cpu().numpy()
 
 
 def resampled_size(shape: tuple[int, int], spacing: tuple[float, float], target: tuple[float, float]) -> tuple[int, int]:
@@ -179,6 +209,178 @@ def _resize(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.numpy()
 
 
+def field_of_view_size(shape: tuple[int, int], image_size: Sequence[int]) -> tuple[int, int]:
+    """In-plane size that brings an image of unknown pixel size to the training field of view.
+
+    The longer side becomes the longer side of ``image_size`` (the card's training slices),
+    keeping the aspect ratio, so a 512x512 slice of a 256x256-trained checkpoint runs at 256x256.
+    """
+    scale = max(int(n) for n in image_size[-2:]) / max(shape)
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How :meth:`Segmenter.run` brought an image to the network's training scale.
+
+    Attributes:
+        mode: ``"pixel_size"`` (known spacing resampled to the card's pixel size),
+            ``"field_of_view"`` (unknown spacing, resized to the card's training image size) or
+            ``"none"`` (run on the input grid).
+        network_size: in-plane ``(H, W)`` the network saw.
+        target_mm: the card's pixel size for ``"pixel_size"``, else None.
+    """
+
+    mode: str
+    network_size: tuple[int, int]
+    target_mm: tuple[float, float] | None = None
+
+    def describe(self) -> str:
+        """One line for the user (widget status, CLI, report)."""
+        h, w = self.network_size
+        if self.mode == "pixel_size":
+            return f"resampled to the checkpoint's {self.target_mm[0]:g} x {self.target_mm[1]:g} mm pixels ({h} x {w})"  # type: ignore[index]
+        if self.mode == "field_of_view":
+            return f"pixel size unknown: resized to the checkpoint's training image size ({h} x {w})"
+        return f"run on the input grid ({h} x {w})"
+
+
+class Segmenter:
+    """A network ready to run on images: the model, its device and its card's input convention.
+
+    Args:
+        model: maps ``(B, channels, H, W)`` float input (H, W multiples of 32) to
+            ``(B, 1, H, W)`` logits.
+        device: where ``model`` lives.
+        channels: input channels (the card's ``input_channels``).
+        normalization: the card's intensity normalisation spec (for :meth:`prepare`).
+        pixel_spacing_mm: training pixel size (for ``"pixel_size"`` scaling), or None.
+        image_size: training slice size in pixels (for ``"field_of_view"`` scaling), or None.
+        reload: rebuilds the model on another device (used by the CUDA-OOM fallback); by
+            default the model is moved.
+        budget_bytes: activation memory one batch may take (default :data:`DEFAULT_BUDGET_BYTES`).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu", channels: int = 1,
+                 normalization: dict[str, Any] | None = None, pixel_spacing_mm: Sequence[float] | None = None,
+                 image_size: Sequence[int] | None = None,
+                 reload: Callable[[torch.device], torch.nn.Module] | None = None,
+                 budget_bytes: int | None = None) -> None:
+        from napari_segloss.preprocess import DEFAULT_NORMALIZATION
+
+        self.model = model
+        self.device = torch.device(device)
+        self.channels = int(channels)
+        self.normalization = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+        self.pixel_spacing_mm = tuple(float(v) for v in pixel_spacing_mm) if pixel_spacing_mm else None
+        self.image_size = tuple(int(v) for v in image_size) if image_size else None
+        self.budget_bytes = budget_bytes
+        self._reload = reload
+        self.loaded: LoadedCheckpoint | None = None
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | LoadedCheckpoint, *, device: str | torch.device = "auto",
+             budget_bytes: int | None = None) -> Segmenter:
+        """A :class:`Segmenter` for a registry name, a card/weights path or a loaded checkpoint."""
+        dev = resolve_device(device)
+        loaded = _prepared(checkpoint, dev)
+        card = loaded.card
+        segmenter = cls(loaded.model, device=dev, channels=card.input_channels, normalization=card.normalization,
+                        pixel_spacing_mm=card.pixel_spacing_mm, image_size=getattr(card, "image_size", None),
+                        reload=lambda target: _prepared(loaded, target).model, budget_bytes=budget_bytes)
+        segmenter.loaded = loaded
+        return segmenter
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """Normalised float32 ``(Z, C, H, W)`` model input and the image's spatial ndim (2 or 3)."""
+        return _model_input(image, self.channels, self.normalization)
+
+    def pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice]]:
+        """``(B, C, H, W)`` reflect-padded to the network's size rule, and the crop back (gradient paths)."""
+        return _pad_tensor(x)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, decoder features)`` of a padded ``(B, C, H, W)`` tensor, with autograd
+        (see :func:`napari_segloss.models.forward_with_features`)."""
+        from napari_segloss.models import forward_with_features
+
+        return forward_with_features(self.model, x)
+
+    def _fall_back_to_cpu(self) -> None:
+        warnings.warn(f"out of memory on {self.device}; continuing on the CPU", RuntimeWarning, stacklevel=3)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        cpu = torch.device("cpu")
+        self.model = self._reload(cpu) if self._reload is not None else self.model.to(cpu)
+        self.device = cpu
+
+    def logits(self, data: np.ndarray, *, progress: ProgressCallback | None = None,
+               cancel: CancelCallback | None = None) -> np.ndarray:
+        """Float32 logits ``(N, H, W)`` of normalised ``(N, C, H, W)`` (or ``(N, H, W)`` for one
+        channel) input, on the input grid.
+
+        Runs in eval mode (the model's mode is restored after), in batches of
+        :func:`batch_size_for` slices. ``progress(done, total)`` is called before the first batch
+        and after each; ``cancel()`` before each batch (True raises :class:`InferenceCancelled`).
+        """
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim == 3:
+            data = data[:, None]
+        total = data.shape[0]
+        out = np.empty((total, *data.shape[-2:]), dtype=np.float32)
+        plan = batches(total, batch_size_for(*data.shape[-2:], budget_bytes=self.budget_bytes or DEFAULT_BUDGET_BYTES)) if total else []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if progress is not None:
+                progress(0, total)
+            for part in plan:
+                if cancel is not None and cancel():
+                    raise InferenceCancelled(f"cancelled after {part.start} of {total} slices")
+                try:
+                    out[part] = _forward_batch(self.model, data[part], self.device)
+                except torch.cuda.OutOfMemoryError:
+                    if self.device.type == "cpu":
+                        raise
+                    self._fall_back_to_cpu()
+                    out[part] = _forward_batch(self.model, data[part], self.device)
+                if progress is not None:
+                    progress(part.stop, total)
+        finally:
+            self.model.train(was_training)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return out
+
+    def probabilities(self, data: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """Float32 foreground probabilities ``(N, H, W)``: sigmoid of :meth:`logits` (same arguments)."""
+        return torch.sigmoid(torch.from_numpy(self.logits(data, **kwargs))).numpy()
+
+    def scaling(self, shape: tuple[int, int], spacing: tuple[float, ...] | None, resample: bool) -> Scaling:
+        """How an image of in-plane ``shape`` and ``spacing`` (mm, or None = unknown) will be scaled."""
+        if resample and spacing is not None and self.pixel_spacing_mm:
+            target = self.pixel_spacing_mm[-2:]
+            return Scaling("pixel_size", resampled_size(shape, spacing[-2:], target), target)  # type: ignore[arg-type]
+        if resample and spacing is None and self.image_size:
+            return Scaling("field_of_view", field_of_view_size(shape, self.image_size))
+        return Scaling("none", shape)
+
+    def run(self, image: np.ndarray, *, spacing: tuple[float, ...] | None = None, resample: bool = True,
+            progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> tuple[np.ndarray, Scaling]:
+        """Probabilities of one image on its own grid, and how it was scaled for the network.
+
+        ``image`` as :func:`predict` takes it; returns float32 ``(H, W)`` or ``(Z, H, W)``.
+        """
+        data, spatial_ndim = self.prepare(image)
+        in_plane = tuple(data.shape[-2:])
+        scaling = self.scaling(in_plane, spacing, resample)  # type: ignore[arg-type]
+        data = _resize(data, scaling.network_size)
+        out = self.probabilities(data, progress=progress, cancel=cancel)
+        if out.shape[-2:] != in_plane:
+            out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
+        return (out[0] if spatial_ndim == 2 else out), scaling
+
+
 def _prepared(checkpoint: str | os.PathLike | LoadedCheckpoint, device: torch.device) -> LoadedCheckpoint:
     if isinstance(checkpoint, LoadedCheckpoint) and checkpoint.device == device:
         loaded = checkpoint
@@ -190,13 +392,22 @@ def _prepared(checkpoint: str | os.PathLike | LoadedCheckpoint, device: torch.de
     return loaded
 
 
+def _checked_spacing(spacing: tuple[float, ...] | None, spatial_ndim: int) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != spatial_ndim or not all(s > 0 and math.isfinite(s) for s in spacing):
+        raise ValueError(f"spacing must be {spatial_ndim} positive numbers (mm), got {spacing}")
+    return spacing
+
+
 def predict(
     image: np.ndarray,
-    checkpoint: str | os.PathLike | LoadedCheckpoint,
+    checkpoint: str | os.PathLike | LoadedCheckpoint | Segmenter,
     *,
     device: str | torch.device = "auto",
     spacing: tuple[float, ...] | None = None,
-    resample: bool = False,
+    resample: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> Prediction:
@@ -205,14 +416,15 @@ def predict(
     Args:
         image: ``(H, W)`` or ``(Z, H, W)`` grey, or the same with a trailing colour axis of 3/4
             (RGB/RGBA, converted as the card's ``input_channels`` says). Any numeric dtype.
-        checkpoint: registry name, card/weights path, or a :class:`LoadedCheckpoint`.
+        checkpoint: registry name, card/weights path, a :class:`LoadedCheckpoint` or a
+            :class:`Segmenter`.
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:i]"``, ``"mps"``.
-        spacing: mm per spatial axis, carried to the result (one value per spatial axis).
-        resample: run the network at the checkpoint's training pixel size
-            (``card.pixel_spacing_mm``): each slice is resized in-plane (bilinear, antialiased)
-            from ``spacing`` to it and the probabilities are resized back to the input grid.
-            Needs ``spacing``; ignored for checkpoints whose card has no pixel spacing (the
-            metadata says whether it happened). Off by default: a PNG's spacing is unknown.
+        spacing: mm per spatial axis, or None when the pixel size is unknown (PNG/JPG).
+        resample: run the network at the checkpoint's training scale (default): with ``spacing``,
+            each slice is resampled in-plane (bilinear, antialiased) to the card's training pixel
+            size; without, it is resized to the card's training image size (same field of view as
+            the training slices). Probabilities are resized back to the input grid. False runs on
+            the input grid. The metadata's ``scaling`` says what happened.
         progress: ``progress(done_slices, total_slices)``, called before the first batch and
             after each one.
         cancel: called before each batch; returning True raises :class:`InferenceCancelled`.
@@ -220,91 +432,58 @@ def predict(
         :class:`Prediction` with float32 ``probability`` of the input's spatial shape.
     """
     start = time.perf_counter()
-    dev = resolve_device(device)
-    loaded = _prepared(checkpoint, dev)
-    card = loaded.card
-    data, spatial_ndim = _model_input(image, card.input_channels, card.normalization)
-    if spacing is not None:
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) != spatial_ndim or not all(s > 0 and math.isfinite(s) for s in spacing):
-            raise ValueError(f"spacing must be {spatial_ndim} positive numbers (mm), got {spacing}")
-    if resample and spacing is None:
-        raise ValueError("resample=True needs the image's spacing (mm per axis)")
-    in_plane = tuple(data.shape[-2:])
-    resampled_to = None
-    if resample and card.pixel_spacing_mm:
-        resampled_to = tuple(card.pixel_spacing_mm[-2:])
-        data = _resize(data, resampled_size(in_plane, spacing[-2:], resampled_to))  # type: ignore[index,arg-type]
-    total = data.shape[0]
-    out = np.empty((total, *data.shape[-2:]), dtype=np.float32)
-    plan = batches(total, batch_size_for(*data.shape[-2:], budget_bytes=DEFAULT_BUDGET_BYTES))
-    if progress is not None:
-        progress(0, total)
-    for part in plan:
-        if cancel is not None and cancel():
-            raise InferenceCancelled(f"cancelled after {part.start} of {total} slices")
-        try:
-            out[part] = _forward_batch(loaded.model, data[part], dev)
-        except torch.cuda.OutOfMemoryError:
-            if dev.type == "cpu":
-                raise
-            warnings.warn(f"out of memory on {dev}; continuing on the CPU", RuntimeWarning, stacklevel=2)
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-            dev = torch.device("cpu")
-            loaded = _prepared(loaded, dev)
-            out[part] = _forward_batch(loaded.model, data[part], dev)
-        if progress is not None:
-            progress(part.stop, total)
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-    if out.shape[-2:] != in_plane:
-        out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
-    probability = out[0] if spatial_ndim == 2 else out
+    segmenter = checkpoint if isinstance(checkpoint, Segmenter) else Segmenter.load(checkpoint, device=device)
+    card = segmenter.loaded.card if segmenter.loaded is not None else None
+    arr, colour = _split_layout(image)
+    spacing = _checked_spacing(spacing, arr.ndim - int(colour))
+    probability, scaling = segmenter.run(image, spacing=spacing, resample=resample, progress=progress, cancel=cancel)
     metadata = {
-        "checkpoint": card.name,
-        "loss": card.loss,
-        "weights_sha256": card.weights_sha256,
-        "device": str(dev),
+        "checkpoint": card.name if card else None,
+        "loss": card.loss if card else None,
+        "weights_sha256": card.weights_sha256 if card else None,
+        "device": str(segmenter.device),
         "seconds": round(time.perf_counter() - start, 4),
         "napari_segloss_version": __version__,
-        "resampled_to_mm": list(resampled_to) if resampled_to else None,
+        "scaling": scaling.mode,
+        "scaling_note": scaling.describe(),
+        "network_size": list(scaling.network_size),
+        "resampled_to_mm": list(scaling.target_mm) if scaling.target_mm else None,
     }
-    return Prediction(probability, spacing, card.name, metadata)
+    return Prediction(probability, spacing, card.name if card else "", metadata)
 
 
 def predict_many(
     images: Sequence[np.ndarray],
-    checkpoint: str | os.PathLike | LoadedCheckpoint,
+    checkpoint: str | os.PathLike | LoadedCheckpoint | Segmenter,
     *,
     device: str | torch.device = "auto",
+    resample: bool = True,
     cancel: CancelCallback | None = None,
 ) -> list[np.ndarray]:
-    """Float32 foreground probabilities of several images under one checkpoint.
+    """Float32 foreground probabilities of several images of unknown pixel size under one checkpoint.
 
-    2D images of one shape and layout run as batches of :func:`batch_size_for` slices, each image
-    normalised on its own exactly as :func:`predict` does (so the results equal ``predict``'s);
+    2D images of one shape and layout run as shared batches, each image normalised on its own
+    exactly as :func:`predict` does (so the results equal ``predict``'s with ``spacing=None``);
     volumes and mixed shapes go image by image through :func:`predict`.
 
     Args:
         images: each as :func:`predict` accepts it.
-        checkpoint: registry name, card/weights path, or a :class:`LoadedCheckpoint`.
-        device: as for :func:`predict` (no CPU fallback here: the caller decides what to retry).
+        checkpoint: registry name, card/weights path, a :class:`LoadedCheckpoint` or a :class:`Segmenter`.
+        device: as for :func:`predict`.
+        resample: as for :func:`predict` with ``spacing=None`` (the training field of view).
         cancel: called before each batch; returning True raises :class:`InferenceCancelled`.
     Returns:
         one probability array per image, with that image's spatial shape.
     """
-    dev = resolve_device(device)
-    loaded = _prepared(checkpoint, dev)
-    card = loaded.card
+    segmenter = checkpoint if isinstance(checkpoint, Segmenter) else Segmenter.load(checkpoint, device=device)
     if len(images) > 1 and len({np.shape(image) for image in images}) == 1:
-        parts = [_model_input(image, card.input_channels, card.normalization) for image in images]
+        parts = [segmenter.prepare(image) for image in images]
         if all(ndim == 2 for _, ndim in parts):
             data = np.concatenate([part for part, _ in parts])
-            out = np.empty((data.shape[0], *data.shape[-2:]), dtype=np.float32)
-            for part in batches(data.shape[0], batch_size_for(*data.shape[-2:])):
-                if cancel is not None and cancel():
-                    raise InferenceCancelled(f"cancelled after {part.start} of {data.shape[0]} images")
-                out[part] = _forward_batch(loaded.model, data[part], dev)
+            in_plane = tuple(data.shape[-2:])
+            scaling = segmenter.scaling(in_plane, None, resample)  # type: ignore[arg-type]
+            out = segmenter.probabilities(_resize(data, scaling.network_size), cancel=cancel)
+            if out.shape[-2:] != in_plane:
+                out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
             return list(out)
-    return [predict(image, loaded, device=dev, cancel=cancel).probability for image in images]
+    return [predict(image, segmenter, resample=resample, cancel=cancel).probability for image in images]

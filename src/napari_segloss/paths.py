@@ -34,3 +34,16 @@ def user_checkpoint_dir() -> Path:
     """
     override = os.environ.get(USER_DIR_ENV)
     return Path(override).expanduser() if override else Path.home() / ".napari-segloss" / "checkpoints"
+
+
+SHARED_DATA_ENV = "NAPARI_SEGLOSS_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The team's real labelled data (``shared/data`` beside a source checkout; never bundled).
+
+    ``NAPARI_SEGLOSS_SHARED_DATA`` overrides it. The folder may not exist (a user's clone): callers
+    check, and tests that need it skip with that reason.
+    """
+    override = os.environ.get(SHARED_DATA_ENV)
+    return Path(override).expanduser() if override else _PACKAGE_DIR.parent.parent.parent / "shared" / "data"

@@ -8,7 +8,7 @@ that records the parent checkpoint (name, sha256, loss) and the fine-tune recipe
 
 Reused from :mod:`napari_segloss.train`: the augmentation and random crop (:class:`Augment`),
 the loss's extra inputs (:class:`Extras`: dataset statistics, precomputed target maps,
-decoder features), and the quick validation score (``predict_slices`` + ``overlap``).
+decoder features), and the quick validation score (:class:`~napari_segloss.inference.Segmenter` + ``overlap``).
 Differences from the full recipe, for a few user images: a fixed number of optimiser steps at a
 constant learning rate (AdamW), BatchNorm running statistics frozen at the parent's (a batch of
 a few crops of one scan would overwrite them), and at least half of every batch drawn from the
@@ -44,7 +44,7 @@ from napari_segloss.models import SIZE_MULTIPLE, forward_with_features, resolve_
 from napari_segloss.paths import user_checkpoint_dir
 from napari_segloss.preprocess import normalize
 from napari_segloss.train.data import Augment
-from napari_segloss.train.evaluate import THRESHOLD, overlap, predict_slices
+from napari_segloss.train.evaluate import THRESHOLD, overlap, probabilities
 from napari_segloss.train.extras import Extras
 
 #: synthetic training slices mixed in with ``include_synthetic`` (rendered once, then cached)
@@ -157,7 +157,7 @@ def fit_dice(model: torch.nn.Module, pool: _Pool, n_user: int, device: torch.dev
     preds, truths = [], []
     for shape in dict.fromkeys(pool.images[i].shape for i in range(n_user)):
         idx = [i for i in range(n_user) if pool.images[i].shape == shape]
-        prob = predict_slices(model, np.stack([pool.images[i] for i in idx]), device=device)
+        prob = probabilities(model, np.stack([pool.images[i] for i in idx]), device=device)
         for p, i in zip(prob, idx):
             preds.append((p[pool.crops[i]] >= THRESHOLD).ravel())
             truths.append(pool.masks[i][pool.crops[i]].ravel())

@@ -203,10 +203,8 @@ def checkpoint_loss_map(
         checkpoint: a registry name, a card path or a ``LoadedCheckpoint``.
     """
     from napari_segloss.checkpoints import LoadedCheckpoint, load
-    from napari_segloss.inference import padding_for
+    from napari_segloss.inference import Segmenter
     from napari_segloss.losses import info, resolve
-    from napari_segloss.models import forward_with_features
-    from napari_segloss.preprocess import normalize
 
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load(checkpoint, device=device)
     volume = np.asarray(image)
@@ -214,16 +212,17 @@ def checkpoint_loss_map(
     truth = _plane(target, index, "the target") != 0
     if plane.shape != truth.shape:
         raise ValueError(f"image shape {plane.shape} != target shape {truth.shape}")
-    pads = [padding_for(n) for n in plane.shape]
-    x = np.pad(normalize(volume, loaded.card.normalization)[index] if volume.ndim == 3
-               else normalize(plane, loaded.card.normalization), pads, mode="reflect")
     model = loaded.model
     param = next(model.parameters())
+    segmenter = Segmenter(model, device=param.device, channels=loaded.card.input_channels,
+                          normalization=loaded.card.normalization)
+    data, _ = segmenter.prepare(volume if volume.ndim == 3 else plane)
+    x = torch.from_numpy(data[index if volume.ndim == 3 else 0][None]).to(param.device, param.dtype)
+    batch, crop = segmenter.pad(x)
+    pads = [(c.start, n - c.stop) for c, n in zip(crop, batch.shape[-2:])]
     with torch.no_grad():
-        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None].to(param.device, param.dtype)
-        logits, features = forward_with_features(model, batch)
+        logits, features = segmenter.forward_features(batch)
     logits_np = logits[0, 0].double().cpu().numpy()
-    crop = tuple(slice(before, before + n) for (before, _), n in zip(pads, plane.shape))
     name = resolve(loss_name)
     common = dict(kind="logits", spacing=spacing, epoch=epoch, total_epochs=total_epochs, **hparams)
     if "features" not in info(name).needs:

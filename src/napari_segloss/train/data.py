@@ -26,7 +26,7 @@ from scipy import ndimage
 from napari_segloss.preprocess import DEFAULT_NORMALIZATION, normalize, to_grayscale
 
 #: file suffixes accepted in a folder dataset
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg")
+from napari_segloss.io.formats import SUFFIXES as IMAGE_SUFFIXES  # noqa: E402 - the format registry's
 #: tumour-free slices have this kind
 NO_TUMOUR = "none"
 
@@ -243,18 +243,11 @@ def synthetic_splits(
 
 
 def _pair_files(folder: Path) -> list[tuple[Path, Path]]:
-    """Image/mask pairs: ``x.ext`` + ``x_mask.ext`` in one folder, or ``images/`` + ``masks/``."""
-    def listing(d: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    """(image, mask) paths paired as batch mode pairs them (:func:`napari_segloss.batch.pairing.discover`):
+    ``x.ext`` + ``x_mask.ext`` (or ``_seg``, ``_label``) side by side, or ``images/`` + ``masks/``."""
+    from napari_segloss.batch.pairing import discover
 
-    if (folder / "images").is_dir() and (folder / "masks").is_dir():
-        images, masks = listing(folder / "images"), listing(folder / "masks")
-        masks = {stem.removesuffix("_mask"): p for stem, p in masks.items()}
-        pairs = [(images[s], masks[s]) for s in images if s in masks]
-    else:
-        files = listing(folder)
-        pairs = [(p, files[f"{s}_mask"]) for s, p in files.items()
-                 if not s.endswith("_mask") and f"{s}_mask" in files]
+    pairs = [(item.image, item.mask) for item in discover(folder).items if item.mask is not None]
     if not pairs:
         raise ValueError(f"{folder}: no image/mask pairs (expected x.png + x_mask.png, or images/ + masks/)")
     return pairs
@@ -324,6 +317,80 @@ def folder_splits(
     description = {"source": "folder", "path": str(Path(folder).resolve()), "n_train": len(train),
                    "n_val": len(val), "shape": list(target), "val_fraction": val_fraction, "normalization": norm}
     return Splits(train, val, None, None, description)
+
+
+def _labelled_slice(folder: Path, row: Any, norm: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    from napari_segloss.io import read_scans
+
+    img, _ = _as_slices(read_scans(folder / "images" / f"{row.name}.png")[0])
+    msk, _ = _as_slices(read_scans(folder / "masks" / f"{row.name}.png")[0])
+    if img.shape != msk.shape:
+        raise ValueError(f"{folder / 'masks' / row.name}.png: mask shape {msk.shape} != image shape {img.shape}")
+    return normalize(img[0], norm), msk[0] > 0
+
+
+def _labelled_set(folder: Path, rows: Sequence[Any], norm: Mapping[str, Any], default_mm: float) -> SliceSet:
+    pairs = [_labelled_slice(folder, row, norm) for row in rows]
+    shapes = {im.shape for im, _ in pairs}
+    if len(shapes) > 1:
+        raise ValueError(f"{folder}: slices of different shapes {sorted(shapes)}; convert them to one size first")
+    spacing = [[row.pixel_mm or default_mm] * 2 for row in rows]
+    return SliceSet(np.stack([im for im, _ in pairs]).astype(np.float32), np.stack([mk for _, mk in pairs]),
+                    np.asarray(spacing, dtype=np.float64), [row.tumour_type for row in rows],
+                    [row.name for row in rows])
+
+
+def fold_splits(
+    folder: str | Path,
+    *,
+    train_folds: Sequence[int],
+    val_folds: Sequence[int] = (),
+    test_folds: Sequence[int] = (),
+    val_fraction: float = 0.1,
+    normalization: Mapping[str, Any] | None = None,
+) -> Splits:
+    """Train/val/test slices of a labelled folder (``images/``, ``masks/``, ``labels.csv`` with
+    ``name`` and a patient-disjoint ``fold``; see :mod:`napari_segloss.data.figshare`).
+
+    Validation is ``val_folds`` when given; otherwise the last ``val_fraction`` of every training
+    fold's slices in name order (a block of consecutive slice numbers, which in Cheng's dataset
+    keeps most patients on one side; the folds are the finest patient-disjoint unit it records).
+    Slices keep their stored size and pixel size (``pixel_mm`` column; the median of the known
+    ones where a row has none). The description names the dataset, folds and counts, never a path.
+    """
+    from napari_segloss.data.figshare import describe, read_labels
+
+    folder = Path(folder)
+    norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+    rows = sorted(read_labels(folder), key=lambda r: (r.fold, r.name))
+    known = [r.pixel_mm for r in rows if r.pixel_mm]
+    default_mm = float(np.median(known)) if known else 1.0
+    overlap_folds = set(train_folds) & (set(val_folds) | set(test_folds))
+    if overlap_folds or set(val_folds) & set(test_folds):
+        raise ValueError(f"folds used twice across train/val/test: train {list(train_folds)}, "
+                         f"val {list(val_folds)}, test {list(test_folds)}")
+    train_rows, val_rows = [], []
+    for fold in train_folds:
+        in_fold = [r for r in rows if r.fold == fold]
+        if not in_fold:
+            raise ValueError(f"{folder}: no slices in fold {fold}")
+        n_val = 0 if val_folds else max(1, int(round(val_fraction * len(in_fold))))
+        train_rows += in_fold[: len(in_fold) - n_val]
+        val_rows += in_fold[len(in_fold) - n_val:]
+    val_rows += [r for r in rows if r.fold in set(val_folds)]
+    test_rows = [r for r in rows if r.fold in set(test_folds)]
+    train = _labelled_set(folder, train_rows, norm, default_mm)
+    val = _labelled_set(folder, val_rows, norm, default_mm)
+    test = _labelled_set(folder, test_rows, norm, default_mm) if test_rows else None
+    description = {
+        "source": "labelled folder", "dataset": describe(folder, rows),
+        "folds": {"train": list(train_folds), "val": list(val_folds) or f"last {val_fraction:.0%} of each training fold",
+                  "test": list(test_folds)},
+        "counts": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0},
+        "shape": list(train.images.shape[-2:]), "pixel_mm": default_mm,
+        "n_unknown_pixel_size": len(rows) - len(known), "normalization": norm,
+    }
+    return Splits(train, val, test, None, description)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_segloss.jsonable import jsonable
 from napari_segloss.train.data import Augment, Splits, epoch_batches
-from napari_segloss.train.evaluate import THRESHOLD, overlap, predict_slices
+from napari_segloss.train.evaluate import THRESHOLD, overlap, probabilities
+from napari_segloss.train.distributed import average_gradients
 from napari_segloss.train.extras import Extras
+from napari_segloss.train.pretrain import Pretraining, pretrained_start
 
 
 @dataclass
@@ -65,6 +68,11 @@ class Recipe:
         volume_depth: slices per synthetic test volume (``volume_depth x render_size^2``).
         render_size: synthetic rendering size before downsampling.
         threads: torch CPU threads (0 = torch's default, all cores).
+        train_folds, val_folds, test_folds: folds of a labelled folder (``labels.csv``) used for
+            training, validation (empty: the last ``val_fraction`` of each training fold) and test.
+        val_fraction: share of each training fold held out for validation when ``val_folds`` is empty.
+        pretraining: the loss-neutral masked-image denoising start shared by every loss
+            (:mod:`napari_segloss.train.pretrain`; ``steps=0`` trains from random weights).
         augment: the augmentation parameters.
     """
 
@@ -85,6 +93,11 @@ class Recipe:
     volume_depth: int = 48
     render_size: int = 256
     threads: int = 0
+    train_folds: tuple[int, ...] = (1, 2, 3)
+    val_folds: tuple[int, ...] = ()
+    test_folds: tuple[int, ...] = (4,)
+    val_fraction: float = 0.1
+    pretraining: Pretraining = field(default_factory=Pretraining)
     augment: Augment = field(default_factory=Augment)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,9 +111,10 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         """The recipe recorded in a card (keys that are not fields, e.g. ``optimizer``, are ignored)."""
-        names = {f.name for f in fields(cls)} - {"augment"}
+        names = {f.name for f in fields(cls)} - {"augment", "pretraining"}
         aug = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data.get("augment", {})).items()}
-        return cls(**{k: v for k, v in data.items() if k in names}, augment=Augment(**aug))
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        return cls(**values, augment=Augment(**aug), pretraining=Pretraining(**dict(data.get("pretraining", {}))))
 
 
 @dataclass
@@ -114,8 +128,11 @@ class TrainResult:
 
 
 def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, Any]) -> Splits:
-    """``"synthetic"`` -> the cached synthetic splits; otherwise a folder of image/mask pairs."""
-    from napari_segloss.train.data import folder_splits, synthetic_splits
+    """``"synthetic"`` -> the cached synthetic splits; a labelled folder (``labels.csv`` with
+    patient-disjoint folds) -> :func:`~napari_segloss.train.data.fold_splits` with the recipe's
+    folds; any other folder of image/mask pairs -> :func:`~napari_segloss.train.data.folder_splits`."""
+    from napari_segloss.data.figshare import is_labelled_folder
+    from napari_segloss.train.data import fold_splits, folder_splits, synthetic_splits
 
     from napari_segloss.models import SIZE_MULTIPLE
 
@@ -128,6 +145,10 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
                                 factor=recipe.downsample, n_volumes=recipe.n_volumes,
                                 volume_shape=(recipe.volume_depth, recipe.render_size, recipe.render_size),
                                 normalization=normalization)
+    if is_labelled_folder(data):
+        return fold_splits(data, train_folds=recipe.train_folds, val_folds=recipe.val_folds,
+                           test_folds=recipe.test_folds, val_fraction=recipe.val_fraction,
+                           normalization=normalization)
     return folder_splits(data, seed=recipe.seed, normalization=normalization)
 
 
@@ -195,20 +216,10 @@ def _round_to_half(model: torch.nn.Module) -> None:
             value.copy_(value.half().float())
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf floats replaced by ``None`` (strict JSON for the card)."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extras: Extras,
           architecture: Mapping[str, Any], recipe: Recipe, splits: Splits, normalization: Mapping[str, Any],
-          history: list[dict[str, Any]], test_metrics: Mapping[str, Any], world: int) -> dict[str, Any]:
+          history: list[dict[str, Any]], test_metrics: Mapping[str, Any], world: int,
+          pretrained: Mapping[str, Any]) -> dict[str, Any]:
     from napari_segloss import __version__
     from napari_segloss.checkpoints import SCHEMA_VERSION
     from napari_segloss.losses import info
@@ -222,12 +233,15 @@ def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extr
     if dice is not None and np.isfinite(dice) and dice < 0.1:
         notes.append(f"Collapsed under the shared recipe: test Dice {dice:.3f} (finding, not hidden).")
     recipe_dict = {**recipe.to_dict(), "world_size": world, "extras": extras.describe()}
-    return _jsonable({
+    if pretrained:
+        recipe_dict["pretraining"] = {**recipe_dict["pretraining"], "result": dict(pretrained)}
+    return jsonable({
         "schema_version": SCHEMA_VERSION, "name": name, "loss": loss_name, "family": meta.family,
         "loss_hparams": dict(hparams), "loss_state": loss.state(),
         "architecture": dict(architecture), "input_channels": int(architecture.get("in_channels", 1)),
         "normalization": dict(normalization), "patch_size": [recipe.patch, recipe.patch],
-        "pixel_spacing_mm": spacing, "recipe": recipe_dict, "data": dict(splits.description),
+        "pixel_spacing_mm": spacing, "image_size": [int(n) for n in splits.train.images.shape[-2:]],
+        "recipe": recipe_dict, "data": dict(splits.description),
         "history": history, "test_metrics": dict(test_metrics), "notes": " ".join(notes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "project_version": __version__, "weights_sha256": "",
@@ -290,6 +304,8 @@ def train(
     splits = load_splits(data, recipe, normalization)
     torch.manual_seed(recipe.seed)
     model = build_model(architecture).to(dev, memory_format=torch.channels_last)
+    pretrained = pretrained_start(model, architecture, splits.train, recipe.pretraining, recipe.augment,
+                                  seed=recipe.seed, device=dev, progress=progress and rank == 0)
     criterion = build(loss_name, **(loss_args or {})).to(dev)
     extras = Extras(criterion, info(loss_name).needs)
     extras.fit(list(splits.train.masks))
@@ -338,13 +354,13 @@ def train(
         for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
             x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, recipe.patch, extras, dev)
             logits, features = extras.forward(net, x)
-            kwargs = extras.call_kwargs(maps=maps, features=features, model=model,
-                                        spacing=np.median(spacing, axis=0), epoch=epoch)
+            kwargs = extras.call_kwargs(maps=maps, features=features, spacing=np.median(spacing, axis=0))
             value = criterion(logits, y, **kwargs)
             if not torch.isfinite(value):
                 raise FloatingPointError(f"{name}: loss became {value.item()} at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             value.backward()
+            average_gradients(loss_params, world)
             if recipe.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
@@ -352,7 +368,7 @@ def train(
             total, count = total + float(value.detach()), count + 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", val_dice=f"{history[-1]['val_dice']:.3f}" if history else "-")
-        prob = predict_slices(model, splits.val.images, device=dev)
+        prob = probabilities(model, splits.val.images, device=dev)
         scores = overlap(prob >= THRESHOLD, splits.val.masks)
         row = {"epoch": epoch, "train_loss": total / count, "val_dice": scores["dice"], "val_iou": scores["iou"],
                "seconds": time.perf_counter() - tic}
@@ -370,7 +386,7 @@ def train(
     _round_to_half(model)
     test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed)
     card = _card(name, loss_name, hparams, criterion, extras, architecture, recipe, splits, normalization,
-                 history, test_metrics, world)
+                 history, test_metrics, world, pretrained)
     path = None
     if rank == 0:
         path = save_checkpoint(model, ModelCard.from_dict(card), out)

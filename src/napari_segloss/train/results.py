@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_segloss.train.evaluate import THRESHOLD, paired_difference, predict_slices
+from napari_segloss.train.evaluate import THRESHOLD, paired_difference, probabilities
 
 #: the reference checkpoint of the paired comparison
 REFERENCE = "dice"
@@ -78,9 +78,12 @@ def table(cards: Sequence[Mapping[str, Any]], paired: Mapping[str, Mapping[str, 
         value = card["test_metrics"].get("dice")
         return value if isinstance(value, float) else -1.0
 
-    head = ("| # | loss | family | test Dice [95% CI] | IoU | sens. | prec. | spec. | HD95 mm | "
-            "false alarms | 3D Dice | ΔDice vs dice (2D) | ΔDice vs dice (3D) | train s |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    from napari_segloss.metrics import card_scores, format_value
+
+    scores = [(name, key) for name, key in card_scores().items() if key != "dice"]  # the registry's card keys
+    head = ("| # | loss | family | test Dice [95% CI] | " + "".join(f"{name} | " for name, _ in scores)
+            + "false alarms | 3D Dice | ΔDice vs dice (2D) | ΔDice vs dice (3D) | train s |\n"
+            + "|---" * (len(scores) + 9) + "|\n")
     lines = []
     for rank, card in enumerate(sorted(cards, key=dice, reverse=True), 1):
         m = card["test_metrics"]
@@ -89,8 +92,7 @@ def table(cards: Sequence[Mapping[str, Any]], paired: Mapping[str, Mapping[str, 
         seconds = sum(h.get("seconds") or 0.0 for h in card["history"])
         lines.append(
             f"| {rank} | {card['name']} | {card['family']} | {_fmt(m.get('dice'))}{_ci(m.get('ci95', {}).get('dice'))} | "
-            f"{_fmt(m.get('iou'))} | {_fmt(m.get('sensitivity'))} | {_fmt(m.get('precision'))} | "
-            f"{_fmt(m.get('specificity'), 4)} | {_fmt(m.get('hd95'), 1)} | "
+            + "".join(f"{format_value(key, m.get(name))} | " for name, key in scores) +
             f"{m.get('empty_slice_false_positives', 'n/a')}/{m.get('n_tumour_free', 'n/a')} | "
             f"{_fmt(vol.get('dice'))} | {_diff(p.get('dice_slices'))} | {_diff(p.get('dice_volumes'))} | "
             f"{seconds:.0f} |"
@@ -195,7 +197,7 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
     images, truths = test.images[idx], test.masks[idx]
     boxes = [_zoom_box(t) for t in truths]
     rows = [("ground truth", truths)] + [
-        (name, predict_slices(model, images) >= THRESHOLD) for name, model in zip(names, models)
+        (name, probabilities(model, images) >= THRESHOLD) for name, model in zip(names, models)
     ]
     fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.5 * len(idx) + 1.2, 1.5 * len(rows)),
                              squeeze=False, constrained_layout=True)
