@@ -271,3 +271,37 @@ def test_predict_cli_writes_a_seg_and_a_geometry_true_nifti_per_checkpoint(tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs a DICOM input" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_batch_archive_holds_a_seg_per_checkpoint_for_dicom_items(tmp_path, tiny_checkpoint_dir, oblique_series, packed):
+    import io
+    import zipfile
+
+    import tifffile
+
+    from napari_segloss.batch import process, run_batch
+
+    source = tmp_path / "in"
+    shutil.copytree(oblique_series, source / "case")
+    write_array(source / "flat.png", RNG.integers(0, 255, size=(32, 32)).astype(np.uint8))  # no SEG for PNG
+    if packed:
+        with zipfile.ZipFile(tmp_path / "in.zip", "w") as z:
+            for path in source.rglob("*"):
+                z.write(path, path.relative_to(source).as_posix())
+        source = tmp_path / "in.zip"
+    names = ["tiny_dice", "tiny_focal"]
+    result = run_batch(source, [str(tiny_checkpoint_dir / f"{n}.json") for n in names], tmp_path / "out.zip", device="cpu")
+    assert result.failed == 0
+    first = pydicom.dcmread(sorted(oblique_series.iterdir())[0])
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        assert not [m for m in z.namelist() if m.startswith("cases/flat/") and m.endswith(".dcm")]
+        for name in names:
+            seg_file = tmp_path / f"{name}.dcm"
+            seg_file.write_bytes(z.read(process.seg_member_name("case", name)))
+            mask = tifffile.imread(io.BytesIO(z.read(process.member_name("case", name, "pred_mask", True)))) > 0
+            np.testing.assert_array_equal(only(read_scans(seg_file)).data > 0, mask)
+            seg = pydicom.dcmread(seg_file)
+            assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+            assert seg.SegmentSequence[0].SegmentLabel == name
+            assert dciodvfy_errors(seg_file) == []

@@ -24,6 +24,7 @@ from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
 from napari_segloss.batch.errors import FATAL, describe
 from napari_segloss.batch.samples import Sample
 from napari_segloss.inference import InferenceCancelled, Prediction, predict, predict_many
+from napari_segloss.io.seg import SegmentResult, seg_bytes
 from napari_segloss.models import resolve_device
 from napari_segloss.spacing import known_spacing, spacing_text
 
@@ -47,15 +48,16 @@ class CheckpointRef:
 @dataclass(frozen=True)
 class Job:
     """Settings shared by every chunk: checkpoints, device, mask ``threshold`` in [0, 1],
-    NSD ``tolerance_mm``, the thumbnail size in pixels and whether each image is resampled to
-    the checkpoint's training pixel size (``predict(resample=True)``, one image at a time)."""
+    NSD ``tolerance_mm``, the thumbnail size in pixels and whether each image is brought to the
+    checkpoint's training scale (``predict(resample=True)``, the default: its pixel size when the
+    file records one, else its training field of view)."""
 
     checkpoints: tuple[CheckpointRef, ...]
     device: str = "auto"
     threshold: float = 0.5
     tolerance_mm: float = 1.0
     thumbnail_px: int = 160
-    resample: bool = False
+    resample: bool = True
 
 
 @dataclass
@@ -82,6 +84,11 @@ def member_name(item: str, checkpoint: str, kind: str, volume: bool) -> str:
     return f"cases/{item}/{checkpoint}_{kind}.{'tif' if volume else 'png'}"
 
 
+def seg_member_name(item: str, checkpoint: str) -> str:
+    """ZIP member of a DICOM item's SEG (series with patient geometry): ``cases/<item>/<checkpoint>_seg.dcm``."""
+    return f"cases/{item}/{checkpoint}_seg.dcm"
+
+
 def _probabilities(
     samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
 ) -> list[np.ndarray | BaseException]:
@@ -89,12 +96,15 @@ def _probabilities(
 
     :func:`~napari_segloss.inference.predict_many` over the samples; when that batch fails (device
     out of memory, one odd image), again one by one so that the error is attributed to its sample.
-    With ``job.resample`` every image runs on its own (its spacing decides its resampling).
+    Images of unknown pixel size share batches (each is brought to the checkpoint's training field
+    of view); with ``job.resample`` an image of known pixel size runs on its own (its spacing
+    decides its resampling).
     """
-    if job.resample:  # per-image spacing: no shared batch
+    if job.resample and any(s.spacing_known for s in samples):  # per-image spacing: no shared batch
         return [_one_probability(s, ref, job, cancel) for s in samples]
     try:
-        return list(predict_many([s.image for s in samples], ref.path, device=job.device, cancel=cancel))
+        return list(predict_many([s.image for s in samples], ref.path, device=job.device, resample=job.resample,
+                                 cancel=cancel))
     except (InferenceCancelled, *FATAL):
         raise
     except BaseException as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
@@ -108,7 +118,8 @@ def _one_probability(
 ) -> np.ndarray | BaseException:
     """One sample's probabilities, or the exception that stopped it (cancelling still raises)."""
     try:
-        return predict(sample.image, ref.path, device=job.device, spacing=sample.spacing, resample=job.resample,
+        spacing = sample.spacing if sample.spacing_known else None
+        return predict(sample.image, ref.path, device=job.device, spacing=spacing, resample=job.resample,
                        cancel=cancel).probability
     except (InferenceCancelled, *FATAL):
         raise
@@ -161,6 +172,9 @@ def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: J
         member_name(sample.name, ref.name, kind, volume): tiff_bytes(array, sample.spacing) if volume else png_bytes(array)
         for kind, array in rendered.items()
     }
+    if sample.metadata.get("format") == "dicom" and sample.metadata.get("affine_lps") is not None:
+        result = SegmentResult(ref.name, ref.loss, mask, probability, ref.weights_sha256, job.threshold)
+        files[seg_member_name(sample.name, ref.name)] = seg_bytes(sample.metadata, [result], where=sample.name)
     row = _metrics_row(sample, ref, mask, job)
     preview = rendered["difference" if sample.truth is not None else "contours"]
     if volume:

@@ -7,13 +7,13 @@ called lazily by the runner, and :func:`chunked` keeps at most one batch of 2D i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from napari_segloss.batch.pairing import Item
 from napari_segloss.inference import batch_size_for
-from napari_segloss.io import Scan, ScanReadError, read_scans
+from napari_segloss.io import Scan, ScanReadError, formats, read_scans
 from napari_segloss.io.raster import as_labels
 
 
@@ -32,6 +32,8 @@ class Sample:
         spacing: mm per spatial axis (numpy order); 1.0 per axis when unknown.
         rgb: whether ``image`` has a trailing colour axis.
         spacing_known: False when the file records no pixel size (``Scan.spacing_known``).
+        metadata: the image scan's metadata (a DICOM series' ``dicom_sources`` and
+            ``affine_lps`` give each checkpoint's DICOM SEG).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Sample:
     spacing: tuple[float, ...]
     rgb: bool
     spacing_known: bool = True
+    metadata: dict = field(default_factory=dict)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -58,9 +61,7 @@ class Failure:
 def _one_scan(path, what: str, series: str | None = None) -> Scan:
     try:
         if series is not None:
-            from napari_segloss.io.dicom import read_dicom_folder
-
-            scans = read_dicom_folder(path, series_uid=series)
+            scans = formats.get("dicom-folder").read(path, series_uid=series)
         else:
             scans = read_scans(path)
     except ScanReadError as exc:
@@ -81,12 +82,11 @@ def read_sample(item: Item) -> Sample:
     truth = None
     if item.mask is not None:
         mask_scan = _one_scan(item.mask, "mask")
-        lossy = item.mask.suffix.lower() in (".jpg", ".jpeg")
-        truth = as_labels(mask_scan.data, lossy=lossy, rgb=mask_scan.rgb) != 0
+        truth = as_labels(mask_scan.data, lossy=formats.is_lossy(item.mask), rgb=mask_scan.rgb) != 0
         shape = tuple(scan.data.shape[: len(scan.spacing)])
         if truth.shape != shape:
             raise ItemError(f"mask {item.mask_source} has shape {truth.shape}, image {item.source} has {shape}")
-    return Sample(item.name, scan.data, truth, tuple(scan.spacing), scan.rgb, scan.spacing_known)
+    return Sample(item.name, scan.data, truth, tuple(scan.spacing), scan.rgb, scan.spacing_known, scan.metadata)
 
 
 def batch_key(sample: Sample) -> tuple | None:
