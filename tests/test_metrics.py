@@ -437,14 +437,14 @@ def test_format_value_units_follow_the_known_pixel_size() -> None:
 def test_unknown_pixel_size_is_explicit_in_readers_and_layers(tmp_path: Path) -> None:
     from napari_segloss import spacing
     from napari_segloss.io import read_scans
-    from napari_segloss.io.writers import write_array
 
     png, tif = _cohort(tmp_path / "png") / "case0.png", _cohort(tmp_path / "tif", (0.5, 0.7)) / "case0.tif"
     (png_scan,), (tif_scan,) = read_scans(png), read_scans(tif)
     assert not png_scan.spacing_known and png_scan.spacing == (1.0, 1.0)
     assert tif_scan.spacing_known and tif_scan.spacing == pytest.approx((0.5, 0.7))
-    unitless = write_array(tmp_path / "unitless.tif", np.zeros((3, 8, 8), np.uint8))
-    assert not read_scans(unitless)[0].spacing_known
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "unitless.tif", np.zeros((3, 8, 8), np.uint8))  # no resolution unit
+    assert not read_scans(tmp_path / "unitless.tif")[0].spacing_known
     assert spacing.known_spacing(png_scan.spacing, png_scan.spacing_known) is None
     assert spacing.layer_spacing((1.0, 1.0)) is None and spacing.layer_spacing((3.0, 1.0, 1.0)) is None
     assert spacing.layer_spacing((1.0, 0.5, 0.5)) == (1.0, 0.5, 0.5)
@@ -490,6 +490,17 @@ def test_mixed_units_are_not_averaged_into_one_number() -> None:
     row = {"units": "mixed", "ndim": 2, "hd95_mean": 3.0, "dice_mean": 0.5}
     assert format_stat("hd95", "mean", row) == "mixed units"
     assert format_stat("dice", "mean", row) == "0.500"
+
+
+def test_summary_cells_write_the_unit_once() -> None:
+    from napari_segloss.batch.report import mean_std
+
+    row = {"units": "px", "ndim": 2, "hd95_mean": 12.345, "hd95_std": 5.1, "dice_mean": 0.6, "dice_std": NAN,
+           "volume_rel_diff_mean": 0.12, "volume_rel_diff_std": 0.3}
+    assert mean_std("hd95", row) == "12.35 ± 5.10 px"
+    assert mean_std("dice", row) == "0.600"  # one image: no spread
+    assert mean_std("volume_rel_diff", row) == "+12.0 ± 30.0 %"
+    assert mean_std("hd95", {**row, "units": "mm"}) == "12.35 ± 5.10 mm"
 
 
 def test_metrics_panel_says_px_for_a_unit_scale_layer(qtbot) -> None:

@@ -83,6 +83,19 @@ def format_stat(key: str, stat: str, row: Mapping[str, Any]) -> str:
     return text.lstrip("+") if stat == "std" else text
 
 
+def mean_std(key: str, row: Mapping[str, Any]) -> str:
+    """``"5.12 ± 2.31 mm"``: the summary row's mean ± std of ``key``, the unit written once; the
+    mean alone when the std is undefined (one image)."""
+    mean = format_stat(key, "mean", row)
+    if math.isnan(row[f"{key}_mean"]) or math.isnan(row[f"{key}_std"]) or mean == "mixed units":
+        return mean
+    std = format_stat(key, "std", row)
+    number, _, unit = mean.rpartition(" ")
+    if number and ")" not in unit and std.endswith(f" {unit}"):
+        mean = number
+    return f"{mean} ± {std}"
+
+
 def csv_bytes(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> bytes:
     """UTF-8 CSV of dict rows; header = ``columns`` or the keys in first-seen order.
 
@@ -141,11 +154,10 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _cell(key: str, row: Mapping[str, Any]) -> str:
-    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
-    if math.isnan(mean) or row.get("units") == "mixed":
-        return html.escape(format_stat(key, "mean", row))
-    spread = "" if math.isnan(std) else f" ± {format_stat(key, 'std', row)}"
-    return html.escape(f"{format_stat(key, 'mean', row)}{spread}") + f"<br><small>median {html.escape(format_stat(key, 'median', row))}</small>"
+    text = html.escape(mean_std(key, row))
+    if math.isnan(row[f"{key}_mean"]) or text == "mixed units":
+        return text
+    return f"{text}<br><small>median {html.escape(format_stat(key, 'median', row))}</small>"
 
 
 _CSS = """

@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_segloss import metrics
 from napari_segloss.batch.process import CheckpointRef
-from napari_segloss.batch.report import format_stat
+from napari_segloss.batch.report import mean_std
 
 A4_LANDSCAPE = (11.69, 8.27)
 ROWS_PER_PAGE = 25
@@ -26,13 +26,6 @@ CASES_PER_PAGE, CHECKPOINTS_PER_PAGE = 4, 6
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)] or [items]
-
-
-def _mean_std(key: str, row: Mapping[str, Any]) -> str:
-    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
-    if math.isnan(mean) or math.isnan(std) or row.get("units") == "mixed":
-        return format_stat(key, "mean", row)
-    return f"{format_stat(key, 'mean', row)} ± {format_stat(key, 'std', row)}"
 
 
 def _png(payload: bytes) -> np.ndarray:
@@ -56,11 +49,12 @@ def _summary_pages(pdf: Any, summary: Sequence[Mapping[str, Any]], run: Mapping[
         axes = figure.add_axes((0.04, 0.03, 0.92, 0.62 if page == 0 else 0.88))
         axes.axis("off")
         cells = [[r["checkpoint"], r["loss"], f"{r['n_with_truth']} / {r['n_images']}",
-                  *(_mean_std(k, r) for k in keys)] for r in rows]
+                  *(mean_std(k, r) for k in keys)] for r in rows]
         if cells:
             table = axes.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="left")
             table.auto_set_font_size(False)
-            table.set_fontsize(7)
+            table.set_fontsize(6.5)
+            table.auto_set_column_width(list(range(len(header))))
             table.scale(1.0, 1.2)
         axes.set_title("Summary per checkpoint: mean ± standard deviation over the images with ground truth",
                        fontsize=9, loc="left")
