@@ -98,10 +98,11 @@ class Format:
         head = read_head(path)
         return self.magic is not None and head is not None and self.magic(head)
 
-    def read(self, path: str | os.PathLike) -> list[Scan]:
-        """Read ``path`` with this format's reader; every failure is a ScanReadError (see module)."""
+    def read(self, path: str | os.PathLike, **options: Any) -> list[Scan]:
+        """Read ``path`` with this format's reader, passing ``options`` on (the DICOM folder
+        reader's ``series_uid``); every failure is a ScanReadError (see the module docstring)."""
         path = Path(path)
-        return guarded(path, self.title, lambda: _resolve(self.reader)(path))
+        return guarded(path, self.title, lambda: _resolve(self.reader)(path, **options))
 
 
 #: the formats; magic is tried in this order, so DICOM (whose marker sits at byte 128, after a
