@@ -6,7 +6,9 @@ when present:
 
 * model load time: cold (files -> model, cache cleared) and warm (LRU cache hit);
 * single-slice latency of ``predict`` at 256² and 512² (median of ``--repeat`` runs after one
-  warm-up; includes normalisation, padding and the copy back);
+  warm-up; includes normalisation, padding and the copy back), side by side for a loaded
+  checkpoint and for the registry name (``predict(image, "dice")``, what the CLI, batch and widget
+  call: it adds the registry look-up, cached, and the model-cache hit);
 * 3D throughput in slices/s on a 64x256x256 uint16 volume;
 * peak RSS of this process, and with ``--large`` the extra memory (peak RSS minus RSS with the
   input allocated, in a fresh process) of a 155x512x512 volume (the issue's 2 GB bound).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -33,7 +36,14 @@ import numpy as np
 import torch
 
 from napari_segloss import checkpoints
-from napari_segloss.checkpoints import CheckpointError, ModelCard, default_checkpoint, load, save_checkpoint
+from napari_segloss.checkpoints import (
+    CHECKPOINTS_ENV,
+    CheckpointError,
+    ModelCard,
+    default_checkpoint,
+    load,
+    save_checkpoint,
+)
 from napari_segloss.inference import predict
 from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
 
@@ -42,15 +52,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _checkpoint_path(tmp: Path) -> tuple[Path, str]:
-    """The default checkpoint's card, or a random one written to ``tmp``."""
+def _checkpoint_path(tmp: Path) -> tuple[Path, str, str]:
+    """``(card, registry name, label)`` of the default checkpoint, or of a random one written to
+    ``tmp`` (and registered through ``NAPARI_SEGLOSS_CHECKPOINTS``)."""
     try:
         info = default_checkpoint()
-        return info.path, info.name
+        return info.path, info.name, info.name
     except CheckpointError:
         torch.manual_seed(0)
         save_checkpoint(build_model(DEFAULT_ARCHITECTURE), ModelCard(name="random_fpn", loss="dice"), tmp)
-        return tmp / "random_fpn.json", "random_fpn (random weights: no checkpoint installed)"
+        os.environ[CHECKPOINTS_ENV] = os.pathsep.join(filter(None, [os.environ.get(CHECKPOINTS_ENV), str(tmp)]))
+        return tmp / "random_fpn.json", "random_fpn", "random_fpn (random weights: no checkpoint installed)"
 
 
 def _image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -67,8 +79,21 @@ def _median_seconds(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_device(card: Path, device: str, repeat: int) -> dict[str, Any]:
-    """Load times, 2D latencies and 3D throughput on one device."""
+def _paired_medians(fns: dict[str, Any], repeat: int) -> dict[str, float]:
+    """Median seconds of each function, timed in alternation (the same machine load for all)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in fns}
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def bench_device(card: Path, name: str, device: str, repeat: int) -> dict[str, Any]:
+    """Load times, 2D latencies (loaded checkpoint and registry name) and 3D throughput on one device."""
     cold = []
     for _ in range(3):
         checkpoints.clear_cache()
@@ -81,7 +106,11 @@ def bench_device(card: Path, device: str, repeat: int) -> dict[str, Any]:
     result: dict[str, Any] = {"load_cold_ms": 1e3 * statistics.median(cold), "load_warm_ms": 1e3 * warm}
     for size in (256, 512):
         image = _image((size, size))
-        result[f"latency_{size}_ms"] = 1e3 * _median_seconds(lambda: predict(image, loaded, device=device), repeat)
+        medians = _paired_medians({"loaded": lambda: predict(image, loaded, device=device),
+                                   "by_name": lambda: predict(image, name, device=device)}, repeat)
+        result[f"latency_{size}_ms"] = 1e3 * medians["loaded"]
+        result[f"latency_{size}_by_name_ms"] = 1e3 * medians["by_name"]
+        result[f"by_name_overhead_{size}_pct"] = 100 * (medians["by_name"] / medians["loaded"] - 1)
     volume = _image((64, 256, 256))
     seconds = _median_seconds(lambda: predict(volume, loaded, device=device), max(1, repeat // 5))
     result["volume_64x256x256_slices_per_s"] = 64 / seconds
@@ -120,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     with tempfile.TemporaryDirectory() as tmp:
-        card, name = _checkpoint_path(Path(tmp))
+        card, name, label = _checkpoint_path(Path(tmp))
         report: dict[str, Any] = {
-            "checkpoint": name,
+            "checkpoint": label,
             "torch": torch.__version__,
             "cpu_threads": torch.get_num_threads(),
             "machine": platform.platform(),
@@ -130,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             "results": {},
         }
         for device in devices:
-            report["results"][device] = bench_device(card, device, args.repeat)
+            report["results"][device] = bench_device(card, name, device, args.repeat)
             if args.large:
                 child = [sys.executable, __file__, "--large-child", str(card), device, "--threads", str(torch.get_num_threads())]
                 out = subprocess.run(child, capture_output=True, text=True, check=True)
                 report["results"][device]["volume_155x512x512"] = json.loads(out.stdout.strip().splitlines()[-1])
         report["peak_rss_mb"] = _peak_rss_mb()
 
-    print(f"checkpoint: {name}; torch {report['torch']}, {report['cpu_threads']} CPU threads; GPU: {report['gpu']}")
+    print(f"checkpoint: {label}; torch {report['torch']}, {report['cpu_threads']} CPU threads; GPU: {report['gpu']}")
     for device, figures in report["results"].items():
         print(f"[{device}]")
         for key, value in figures.items():
