@@ -1,4 +1,4 @@
-"""The ``napari-segloss`` command: ``demo``, ``predict``, ``batch``, ``train``, ``bench``.
+"""The ``napari-segloss`` command: ``demo``, ``predict``, ``batch``, ``train``.
 
 Each sub-command's handler is a thin function here; the work lives in the core modules.
 Heavy imports (torch, napari) happen inside the handlers so ``--help`` and ``--version`` are fast.
@@ -83,6 +83,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_environment() -> None:
+    """Refuse a bad ``NAPARI_SEGLOSS_*`` value before any work (status 2; the message names it)."""
+    from napari_segloss.checkpoints.loading import cache_limit_bytes
+    from napari_segloss.threads import configured_threads
+
+    try:
+        configured_threads()
+        cache_limit_bytes()
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _apply_threads(threads: int) -> None:
     """Set torch's CPU threads from ``--threads`` (0: ``NAPARI_SEGLOSS_THREADS`` or torch's default)."""
     from napari_segloss.threads import apply_thread_policy
@@ -144,22 +156,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_compare.py"
-    if not script.is_file():
-        raise CLIError(f"bench needs a source checkout: {script} not found")
-    spec = importlib.util.spec_from_file_location("bench_compare", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    argv = ["--device", args.device] + (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else [])
-    argv += ["--threads", str(args.threads)] if args.threads else []
-    return module.main(argv)
-
-
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -177,7 +173,9 @@ def _non_negative(text: str) -> int:
     return value
 
 
-RESAMPLE_HELP = "run the network at the checkpoint's training pixel size (the file's spacing decides) and map back"
+RESAMPLE_HELP = ("bring each scan to the checkpoint's training scale and map the result back (default): a known "
+                 "pixel size (DICOM, NIfTI, TIFF with resolution) is resampled to the card's, an unknown one "
+                 "(PNG/JPG) is resized to the card's training image size; --no-resample runs on the file's grid")
 THREADS_HELP = "torch CPU threads (default 0: $NAPARI_SEGLOSS_THREADS if set, else one per core)"
 
 
@@ -219,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the mask")
     pr.add_argument("--out", metavar="DIR", help="output folder (default: ./<image name>_segloss)")
     pr.add_argument("--overwrite", action="store_true", help="replace a previous result of this command in --out (nothing else)")
-    pr.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
+    pr.add_argument("--resample", action=argparse.BooleanOptionalAction, default=True, help=RESAMPLE_HELP)
     from napari_segloss.io.results import RESULT_FORMATS  # numpy only: --help stays fast
 
     pr.add_argument("--format", choices=RESULT_FORMATS, default="png",
@@ -241,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     ba.add_argument("--threshold", type=_threshold, default=0.5, help="probability threshold of the masks")
     ba.add_argument("--overwrite", action="store_true", help="replace a previous result ZIP of this command (nothing else)")
-    ba.add_argument("--resample", action="store_true", help=RESAMPLE_HELP)
+    ba.add_argument("--resample", action=argparse.BooleanOptionalAction, default=True, help=RESAMPLE_HELP)
     ba.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     ba.add_argument("--scheduler", metavar="ADDRESS",
                     help="dask.distributed scheduler (tcp://host:8786); workers need the checkpoint files")
@@ -264,14 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     tr.set_defaults(handler=_cmd_train)
 
-    be = sub.add_parser("bench", help="time the seed tool's path against this engine on the same images",
-                        description="Side-by-side benchmark (benchmarks/bench_compare.py): images/s, 512² latency end "
-                        "to end, a 155x240x240 volume, all checkpoints on one slice, model switch, peak memory.")
-    be.add_argument("--quick", action="store_true", help="fewer repeats")
-    be.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
-    be.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 on a busy machine)")
-    be.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    be.set_defaults(handler=_cmd_bench)
     return parser
 
 
@@ -292,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         with _sigterm_as_interrupt():
+            _check_environment()
             return int(args.handler(args) or 0)
     except Terminated:
         _say(args.command, "terminated")

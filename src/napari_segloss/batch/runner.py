@@ -270,7 +270,7 @@ def run_batch(
     scheduler: str | None = None,
     overwrite: bool = False,
     tolerance_mm: float = 1.0,
-    resample: bool = False,
+    resample: bool = True,
     max_thumbnails: int = MAX_THUMBNAILS,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -288,8 +288,9 @@ def run_batch(
             at the same paths.
         overwrite: replace ``out`` when it is a previous result ZIP of this function (nothing else).
         tolerance_mm: NSD tolerance.
-        resample: run each image at the checkpoint's training pixel size (its spacing from the
-            file; see :func:`napari_segloss.inference.predict`).
+        resample: run each image at the checkpoint's training scale (default; False: the file's
+            grid): its training pixel size when the file records one, else its training field of
+            view (see :func:`napari_segloss.inference.predict`).
         max_thumbnails: images in the report's thumbnail grid.
         progress: called with a :class:`BatchProgress` at the start and after each item.
         cancel: polled between batches; True stops the run with :class:`BatchCancelled`.
@@ -409,7 +410,7 @@ def _stream(
         "napari_segloss_version": __version__,
         "started": started,
         "seconds": round(time.perf_counter() - start, 2),
-        "input": source.name,
+        "input": outputs.printable(source.name),
         "images": total,
         "failed": failed,
         "device": job.device,
