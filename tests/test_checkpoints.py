@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import socket
 import socketserver
@@ -12,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -269,6 +272,29 @@ def test_pickle_that_would_run_code_is_refused(tiny_checkpoint_dir, tmp_path):
     torch.load(evil, weights_only=False)  # proof that the payload is live: plain unpickling runs it
     assert marker.read_text() == "code ran"
 
+
+def test_network_stack_is_bounded_to_safe_loaders(tmp_path):
+    """pyproject bounds torch, torchvision, timm and smp on both sides, the installed versions lie
+    inside, and in that range both torch's default loader and timm's refuse a code-running pickle."""
+    import timm.models
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    requirements = {Requirement(r).name: Requirement(r).specifier for r in pyproject["project"]["dependencies"]}
+    for name in ("torch", "torchvision", "timm", "segmentation-models-pytorch"):
+        operators = {spec.operator for spec in requirements[name]}
+        assert {">=", "<"} <= operators, f"{name} {requirements[name]} is not bounded on both sides"
+        assert requirements[name].contains(version(name), prereleases=True), f"installed {name} {version(name)}"
+    assert not requirements["torch"].contains("2.5.1")  # torch.load defaults to weights_only=True from 2.6
+
+    marker = tmp_path / "marker.txt"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"weight": _Payload(marker)}}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(evil)
+    with pytest.raises(RuntimeError, match="weights_only=True blocked"):
+        timm.models.load_checkpoint(torch.nn.Linear(1, 1), str(evil))
+    assert not marker.exists()
 
 def test_unsupported_or_incomplete_paths(tiny_checkpoint_dir, tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\0" * 16)
