@@ -1,10 +1,11 @@
 """The file formats the plugin reads and writes: one registry, read by every part that asks.
 
 :data:`FORMATS` lists each format once: its name, the file-name suffixes it claims, the magic
-bytes that identify it when the name says nothing (:meth:`Format.sniff`), its reader and its
-writer. :func:`napari_segloss.io.read_scans`, the npe2 reader, batch pairing, ZIP member
-filtering and the training-folder loader all ask this module which files are scans, so a new
-format is its reader module, one entry here and its ``*.suffix`` patterns in ``napari.yaml``
+bytes that identify it when the name says nothing (``Format.magic``, a test on the first
+:data:`HEAD_BYTES` bytes, so a ZIP member is sniffed like a file), its reader and its writer.
+:func:`napari_segloss.io.read_scans`, the npe2 reader, batch pairing, ZIP member filtering and
+the training-folder loader all ask this module which files are scans, so a new format is its
+reader module, one entry here and its ``*.suffix`` patterns in ``napari.yaml``
 (``tests/test_io_formats.py`` checks the manifest against :func:`manifest_patterns`).
 
 How a path is recognised (:func:`detect`): a folder is a DICOM series folder; otherwise an exact
@@ -93,11 +94,6 @@ class Format:
     lossy: bool = False
     folder: bool = False
 
-    def sniff(self, path: str | os.PathLike) -> bool:
-        """Whether ``path`` is a regular file whose first bytes carry this format's magic."""
-        head = read_head(path)
-        return self.magic is not None and head is not None and self.magic(head)
-
     def read(self, path: str | os.PathLike, **options: Any) -> list[Scan]:
         """Read ``path`` with this format's reader, passing ``options`` on (the DICOM folder
         reader's ``series_uid``); every failure is a ScanReadError (see the module docstring)."""
@@ -144,11 +140,6 @@ def suffix_of(name: str) -> str:
 def stem_of(name: str) -> str:
     """``name`` without its registered suffix (``"a_mask.nii.gz"`` -> ``"a_mask"``), else unchanged."""
     return name[: len(name) - len(suffix_of(name))]
-
-
-def has_scan_suffix(name: str) -> bool:
-    """Whether a file name ends in a registered suffix (case-insensitive)."""
-    return bool(suffix_of(name))
 
 
 def by_name(name: str) -> Format | None:
