@@ -354,3 +354,20 @@ def test_zip_members_that_cannot_be_read_are_refused_not_fatal(tmp_path: Path) -
     _patch_member(bad, b"ab.png", new_name=b"\xff\xfe.png")
     with pytest.raises(archive.ArchiveError, match=r"badname\.zip: not a readable ZIP file \(UnicodeDecodeError"):
         archive.safe_extract(bad, tmp_path / "out2")
+
+
+def test_a_panicking_file_in_a_dicom_folder_is_skipped_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_segloss.io import ScanReadWarning, dicom
+
+    write_dicom_series(np.arange(3 * 4 * 4, dtype=np.uint16).reshape(3, 4, 4), tmp_path / "series")
+    real_load = dicom._load
+
+    def load(path: Path):
+        if path.name.endswith("0001.dcm"):
+            raise PanicException("called `Option::unwrap()` on a `None` value")
+        return real_load(path)
+
+    monkeypatch.setattr(dicom, "_load", load)
+    with pytest.warns(ScanReadWarning, match=r"slice_0001\.dcm: unreadable DICOM file \(PanicException"):
+        (scan,) = read_scans(tmp_path / "series")
+    assert scan.data.shape == (2, 4, 4)

@@ -494,7 +494,7 @@ def _read_files(files: list[Path], where: Path) -> list[Scan]:
     total = 0
     for path in files:
         try:
-            loaded.append((path, *_load(path)))
+            loaded.append((path, *guarded(path, "DICOM file", lambda: _load(path))))  # a decoder panic skips one file
         except ScanReadError as exc:
             problems.append(str(exc))
             continue
