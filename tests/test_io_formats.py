@@ -371,3 +371,20 @@ def test_a_panicking_file_in_a_dicom_folder_is_skipped_not_fatal(tmp_path: Path,
     with pytest.warns(ScanReadWarning, match=r"slice_0001\.dcm: unreadable DICOM file \(PanicException"):
         (scan,) = read_scans(tmp_path / "series")
     assert scan.data.shape == (2, 4, 4)
+
+
+def test_batch_discovery_lists_an_unreadable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "a.png").write_bytes(_png_bytes(GREY))
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = batch.discover(tmp_path)
+    assert [i.name for i in found.items] == ["a"]
+    reasons = {e.path: e.reason for e in found.entries}
+    assert reasons["locked/"] == "folder cannot be read (Permission denied)"

@@ -123,7 +123,12 @@ def _unit(path: Path, root: Path, *, folder: bool) -> _Unit:
 def _walk(root: Path) -> tuple[list[_Unit], list[Entry]]:
     units: list[_Unit] = []
     skipped: list[Entry] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        rel = Path(exc.filename or root).relative_to(root).as_posix()
+        skipped.append(Entry(f"{rel}/", "other", "skipped", reason=f"folder cannot be read ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
         files = sorted(f for f in filenames if not f.startswith("."))
