@@ -105,7 +105,7 @@ def test_volume_writes_tiffs_with_spacing(tiny_registry, files, tmp_path, capsys
 def test_resample_runs_at_the_card_pixel_size(tiny_registry, files, tmp_path):
     plain, resampled = tmp_path / "plain", tmp_path / "resampled"
     args = ["predict", str(files["volume"]), "--checkpoint", "tiny_focal"]
-    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--no-resample", "--out", str(plain)]) == 0
     assert main([*args, "--resample", "--out", str(resampled)]) == 0
     report = json.loads((resampled / "metrics.json").read_text())
     assert report["resample"] is True and json.loads((plain / "metrics.json").read_text())["resample"] is False

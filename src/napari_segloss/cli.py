@@ -66,10 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not isinstance(loss_args, dict):
         raise CLIError("--loss-args must be a JSON object, e.g. '{\"gamma\": 2}'")
     chosen = {k: getattr(args, k) for k in ("epochs", "patch", "batch", "seed") if getattr(args, k) is not None}
-    try:
-        chosen["threads"] = args.threads or configured_threads() or 0
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    chosen["threads"] = args.threads or configured_threads() or 0  # the variable was checked by main
     recipe = Recipe(**chosen)
     try:
         result = train(args.loss, out=args.out, loss_args=loss_args, data=args.data, recipe=recipe,
@@ -96,13 +93,11 @@ def _check_environment() -> None:
 
 
 def _apply_threads(threads: int) -> None:
-    """Set torch's CPU threads from ``--threads`` (0: ``NAPARI_SEGLOSS_THREADS`` or torch's default)."""
+    """Set torch's CPU threads from ``--threads`` (0: ``NAPARI_SEGLOSS_THREADS``, checked by
+    :func:`_check_environment`, or torch's default)."""
     from napari_segloss.threads import apply_thread_policy
 
-    try:
-        apply_thread_policy(threads)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    apply_thread_policy(threads)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

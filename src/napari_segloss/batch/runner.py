@@ -229,7 +229,7 @@ def _samples(found: Discovery) -> Iterator[Sample | Failure]:
             raise
         except BaseException as exc:  # noqa: BLE001 - any unreadable file (or decoder panic) is reported, the rest goes on
             reason = str(exc) if isinstance(exc, ValueError) else describe(exc)
-            yield Failure(item, outputs.printable(reason.replace(prefix, "")))
+            yield Failure(item, reason.replace(prefix, ""))
             continue
         yield sample
 
@@ -367,7 +367,7 @@ def _stream(
         nonlocal failed
         failed += 1
         key = (item.manifest_path, item.name)
-        entries[key] = dataclasses.replace(entries[key], status="failed", reason=reason)
+        entries[key] = dataclasses.replace(entries[key], status="failed", reason=outputs.printable(reason))
 
     report_progress("")
     for chunk, produced in run_chunks(chunked(_samples(found)), job, workers=workers, scheduler=scheduler, cancel=cancel):
@@ -388,7 +388,7 @@ def _stream(
                 rows.extend(output.rows)
                 thumbs.add(output)
                 if output.errors:
-                    reason = "; ".join(f"{ckpt}: {msg}" for ckpt, msg in output.errors.items())
+                    reason = outputs.printable("; ".join(f"{ckpt}: {msg}" for ckpt, msg in output.errors.items()))
                     item = by_name[sample.name]
                     if output.rows:
                         old = entries[(item.manifest_path, item.name)]
