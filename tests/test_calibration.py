@@ -140,3 +140,38 @@ def test_bad_input_is_one_clear_error(probability: np.ndarray, target: np.ndarra
 def test_fit_temperature_refuses_probabilities_that_saturate_to_infinity() -> None:
     with pytest.raises(ValueError, match="finite"):
         cal.fit_temperature(np.array([np.inf, -1.0]), np.array([1, 0]))
+
+
+def test_uncertainty_layer_matches_numpy_std_and_scipy_entropy() -> None:
+    from scipy.stats import entropy
+
+    from napari_segloss.overlays import uncertainty
+
+    rng = np.random.default_rng(10)
+    maps = [rng.random((5, 7)).astype(np.float32) for _ in range(4)]
+    np.testing.assert_allclose(uncertainty(maps), np.std(np.stack(maps), axis=0), atol=1e-6)
+    mean = np.mean(np.stack(maps).astype(np.float64), axis=0)
+    expected = entropy(np.stack([mean, 1 - mean]), base=2, axis=0)
+    np.testing.assert_allclose(uncertainty(maps, "entropy"), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        uncertainty(maps[:1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        uncertainty([maps[0], maps[1][:3]])
+
+
+def test_write_card_rewrites_only_the_card_and_refuses_other_weights(tiny_checkpoint_dir, tmp_path) -> None:
+    import shutil
+
+    from napari_segloss.checkpoints import CheckpointError, read_card, write_card
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_checkpoint_dir / f"tiny_bce{suffix}", tmp_path / f"tiny_bce{suffix}")
+    weights = (tmp_path / "tiny_bce.safetensors").read_bytes()
+    card = read_card(tmp_path / "tiny_bce.json")
+    card.calibration = {"temperature": 1.5}
+    write_card(card, tmp_path)
+    assert read_card(tmp_path / "tiny_bce.json").calibration == {"temperature": 1.5}
+    assert (tmp_path / "tiny_bce.safetensors").read_bytes() == weights
+    (tmp_path / "tiny_bce.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match="sha256"):
+        write_card(card, tmp_path)

@@ -5,7 +5,8 @@ Layers (no napari import here; the widget wraps these arrays):
   * :func:`contour_polygons`: sub-pixel outlines for a Shapes layer (``shape_type="path"``);
   * :func:`contour_labels`: a thin uint8 outline for a Labels layer;
   * :func:`difference_map`: uint8 labels 1 = TP, 2 = FP, 3 = FN, coloured by
-    :data:`DIFFERENCE_COLORS`.
+    :data:`DIFFERENCE_COLORS`;
+  * :func:`uncertainty`: float32 per-pixel spread of several checkpoints' probabilities.
 Files: :func:`render_heatmap`, :func:`render_contours`, :func:`render_difference` return uint8
 RGB, ``(H, W, 3)`` for 2D input and ``(Z, H, W, 3)`` for 3D (rendered slice by slice).
 
@@ -28,7 +29,7 @@ heatmap        probability     matplotlib "inferno" (perceptually uniform, monot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -66,6 +67,43 @@ def heatmap(probability: np.ndarray) -> np.ndarray:
         raise TypeError(f"heatmap needs a floating-point probability map, got dtype {arr.dtype}")
     out = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+#: measures of :func:`uncertainty`
+UNCERTAINTY_MEASURES = ("std", "entropy")
+
+
+def uncertainty(probabilities: Sequence[np.ndarray], measure: str = "std") -> np.ndarray:
+    """Per-pixel spread of several checkpoints' probability maps (each float, one shape), float32.
+
+    ``"std"``: population standard deviation of the probabilities (0 = identical, at most 0.5);
+    ``"entropy"``: binary entropy in bits of their mean (0 = all certain of one answer, 1 = the
+    mean is 0.5, e.g. confident checkpoints that disagree half-and-half).
+
+    Examples:
+        >>> uncertainty([np.array([0.0, 1.0]), np.array([1.0, 1.0])]).tolist()
+        [0.5, 0.0]
+        >>> uncertainty([np.array([0.0, 1.0]), np.array([1.0, 1.0])], "entropy").tolist()
+        [1.0, 0.0]
+    """
+    if measure not in UNCERTAINTY_MEASURES:
+        raise ValueError(f"measure must be one of {UNCERTAINTY_MEASURES}, got {measure!r}")
+    maps = list(probabilities)
+    if len(maps) < 2:
+        raise ValueError("uncertainty needs the probability maps of at least two checkpoints")
+    maps = [heatmap(m) for m in maps]
+    if any(m.shape != maps[0].shape for m in maps):
+        raise ValueError(f"probability maps differ in shape: {sorted({m.shape for m in maps})}")
+    total, squares = np.zeros(maps[0].shape), np.zeros(maps[0].shape)  # running sums: no (N, ...) stack
+    for m in maps:
+        total += m
+        squares += np.square(m, dtype=np.float64)
+    mean = total / len(maps)
+    if measure == "std":
+        return np.sqrt(np.clip(squares / len(maps) - mean**2, 0.0, None)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -(mean * np.log2(mean) + (1 - mean) * np.log2(1 - mean))
+    return np.nan_to_num(bits, nan=0.0).astype(np.float32)
 
 
 def _contour_input(array: np.ndarray) -> np.ndarray:

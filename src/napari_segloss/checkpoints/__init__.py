@@ -35,6 +35,7 @@ from napari_segloss.checkpoints.loading import (
     convert_pth,
     load,
     save_checkpoint,
+    write_card,
 )
 from napari_segloss.checkpoints.registry import (
     CHECKPOINTS_ENV,
@@ -70,5 +71,6 @@ __all__ = [
     "read_card",
     "refresh",
     "save_checkpoint",
+    "write_card",
     "scan_checkpoints",
 ]

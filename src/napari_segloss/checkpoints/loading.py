@@ -112,11 +112,37 @@ def save_checkpoint(model: torch.nn.Module, card: ModelCard, directory: str | os
     weights_path = directory / f"{card.name}.safetensors"
     card_path = directory / f"{card.name}.json"
     _atomic_write(weights_path, payload)
-    text = json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n"
-    _atomic_write(card_path, text.encode("utf-8"))
+    _atomic_write(card_path, _card_bytes(card))
     _CACHE.discard(weights_path)
     registry.refresh()  # the folder changed (its listing says so too, within the clock's resolution)
     return weights_path
+
+
+def _card_bytes(card: ModelCard) -> bytes:
+    return (json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write_card(card: ModelCard, directory: str | os.PathLike) -> Path:
+    """Rewrite ``<card.name>.json`` in ``directory`` atomically, beside weights that stay as they are.
+
+    For card-only updates (e.g. the calibration measured after training). The ``.safetensors``
+    file must exist with the sha256 the card records, so a card never vouches for other weights.
+    Returns the card path.
+    """
+    card.validate()
+    directory = Path(directory)
+    weights_path = directory / f"{card.name}.safetensors"
+    try:
+        digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise CheckpointError(f"{weights_path}: cannot read the weights ({exc.strerror or exc})") from None
+    if digest != card.weights_sha256:
+        raise CheckpointError(f"{weights_path}: sha256 {digest[:12]}... differs from the card's "
+                              f"{card.weights_sha256[:12] or '(none)'}...; save new weights with save_checkpoint")
+    card_path = directory / f"{card.name}.json"
+    _atomic_write(card_path, _card_bytes(card))
+    registry.refresh()
+    return card_path
 
 
 def _read_weights(weights_path: Path, card: ModelCard) -> dict[str, torch.Tensor]:

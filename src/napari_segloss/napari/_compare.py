@@ -172,7 +172,8 @@ class CompareTab(QWidget):
         self.export_button.clicked.connect(self._ask_export)
         self.export_button.setEnabled(False)
         self.note = QLabel("Agreement layer: fraction of checkpoints that call a pixel tumour; "
-                           "disagreement: where they differ.")
+                           "disagreement: where they differ; uncertainty (hidden, beside them in the layer "
+                           "list): per-pixel standard deviation of their probabilities.")
         self.note.setWordWrap(True)
         self.note.setStyleSheet("color: gray")
         row = QHBoxLayout()

@@ -27,6 +27,9 @@ TAG = "napari_segloss_result"
 CHECKPOINT_ROLES: tuple[str, ...] = ("probability", "prediction", "difference", "contour")
 #: roles of the layers computed over all compared checkpoints
 COMPARE_ROLES: tuple[str, ...] = ("agreement", "disagreement")
+#: role of the compare-wide per-pixel spread of the checkpoints' probabilities (not in the grid:
+#: it would cover the agreement map there; hidden, beside the agreement layer in the layer list)
+UNCERTAINTY_ROLE = "uncertainty"
 #: checkpoint value of the tag of compare-wide layers
 ALL_CHECKPOINTS = "*"
 #: a copy of the image under each checkpoint's results in grid mode
@@ -42,6 +45,8 @@ CONTOUR_EDGE_COLOR = (240 / 255, 228 / 255, 66 / 255, 1.0)
 DISAGREEMENT_COLOR = (204 / 255, 121 / 255, 167 / 255, 1.0)
 #: perceptual and black at 0, so that additive blending leaves pixels no checkpoint calls untouched
 AGREEMENT_COLORMAP = "magma"
+#: perceptual, black at 0 (no spread), distinct from the agreement and heatmap colormaps
+UNCERTAINTY_COLORMAP = "viridis"
 
 
 def _direct(colors: Mapping[int, tuple[float, ...]]) -> DirectLabelColormap:
@@ -57,6 +62,7 @@ def style(role: str, *, has_truth: bool) -> tuple[str, dict[str, Any]]:
     Contour: one-pixel outline Labels in :data:`CONTOUR_EDGE_COLOR`.
     Agreement: Image, fraction 0-1 of checkpoints calling a pixel tumour (hidden outside the
     grid). Disagreement: the outline (Labels ``contour``) of where the checkpoints differ.
+    Uncertainty: Image, per-pixel standard deviation 0-0.5 of the compared probabilities (hidden).
     """
     if role == "probability":
         return "image", {"colormap": HEATMAP_COLORMAP, "blending": "additive", "contrast_limits": (0.0, 1.0),
@@ -71,6 +77,9 @@ def style(role: str, *, has_truth: bool) -> tuple[str, dict[str, Any]]:
     if role == "agreement":
         return "image", {"colormap": AGREEMENT_COLORMAP, "blending": "additive", "contrast_limits": (0.0, 1.0),
                          "opacity": 0.7, "visible": False}
+    if role == UNCERTAINTY_ROLE:
+        return "image", {"colormap": UNCERTAINTY_COLORMAP, "blending": "additive", "contrast_limits": (0.0, 0.5),
+                         "opacity": 0.8, "visible": False}
     if role == "disagreement":
         return "labels", {"colormap": _direct({1: DISAGREEMENT_COLOR}), "opacity": 1.0, "contour": 1,
                           "visible": False}

@@ -48,7 +48,7 @@ from napari_segloss.napari._results import Derived, RunResult, agreement, derive
 from napari_segloss.napari._run_tab import RunTab
 from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, start
 from napari_segloss.napari._triton_guard import guard_triton
-from napari_segloss.overlays import heatmap
+from napari_segloss.overlays import heatmap, uncertainty
 from napari_segloss.paths import weights_dir
 from napari_segloss.threads import apply_thread_policy
 
@@ -386,7 +386,12 @@ class LossExplorerWidget(QWidget):
         if not masks:
             return
         fraction = agreement(masks)
-        for role, data in (("agreement", fraction), ("disagreement", disagreement(fraction))):
+        shown = [("agreement", fraction), ("disagreement", disagreement(fraction))]
+        probabilities = [self.results[(key, name)].probability for name in self.compare_sets.get(key, [])
+                         if (key, name) in self.results]
+        if len(probabilities) > 1:
+            shown.append((_layers.UNCERTAINTY_ROLE, uncertainty(probabilities)))
+        for role, data in shown:
             _layers.upsert(self.viewer, source, checkpoint=_layers.ALL_CHECKPOINTS, role=role,
                            name=_layers.layer_name(source.name, None, role), data=data, has_truth=False,
                            run={"checkpoints": self.compare_sets[key], "threshold": self.inputs.threshold()})
