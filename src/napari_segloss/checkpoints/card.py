@@ -265,13 +265,21 @@ def _read_bounded(path: Path) -> bytes:
             raise CheckpointError(f"{path}: model card is not a regular file (a folder, FIFO, socket or device)")
         if info.st_size > MAX_CARD_BYTES:
             raise CheckpointError(f"{path}: model card is {info.st_size} bytes; at most {MAX_CARD_BYTES} are read")
+        chunks, size = [], 0
         try:
-            payload = handle.read(MAX_CARD_BYTES + 1)
+            while size <= MAX_CARD_BYTES and (chunk := handle.read(MAX_CARD_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read model card ({exc.strerror or exc})") from None
-    if len(payload) > MAX_CARD_BYTES:
-        raise CheckpointError(f"{path}: model card is over {MAX_CARD_BYTES} bytes")
-    return payload
+    if size > MAX_CARD_BYTES:
+        raise CheckpointError(f"{path}: model card grew over {MAX_CARD_BYTES} bytes while being read")
+    return b"".join(chunks)
+
+
+def _clip(message: str, limit: int = 400) -> str:
+    """``message`` cut to ``limit`` characters (a card may hold megabytes in one bad field)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
@@ -282,7 +290,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     try:
         data = json.loads(payload.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints over Python's digit limit
-        raise CheckpointError(f"{path}: model card is not valid JSON ({exc})") from None
+        raise CheckpointError(f"{path}: model card is not valid JSON ({_clip(str(exc))})") from None
     except RecursionError:
         raise CheckpointError(f"{path}: model card nests deeper than {MAX_CARD_DEPTH} levels") from None
     if _depth_exceeds(data, MAX_CARD_DEPTH):
@@ -290,6 +298,6 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     try:
         return ModelCard.from_dict(data)
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(f"{path}: {_clip(str(exc))}") from None
     except TypeError as exc:
-        raise CheckpointError(f"{path}: invalid model card ({exc})") from None
+        raise CheckpointError(f"{path}: invalid model card ({_clip(str(exc))})") from None
