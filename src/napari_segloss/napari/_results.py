@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_segloss import metrics, overlays
 from napari_segloss.checkpoints import ModelCard
+from napari_segloss.spacing import layer_spacing, spacing_text
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def csv_row(result: RunResult, values: dict[str, float | int], scope: str) -> di
         "family": result.card.family,
         "threshold": result.derived.threshold,
         "scope": scope,
-        "spacing_mm": " x ".join(f"{s:g}" for s in result.spacing),
+        "spacing_mm": spacing_text(layer_spacing(result.spacing)),  # "unknown" for a unit scale
     }
     row.update({key: values.get(key, math.nan) for key in metrics.METRIC_KEYS})
     row.update({
