@@ -147,6 +147,9 @@ def test_fifo_and_device_are_refused_without_blocking(tmp_path: Path) -> None:
     found = _run_with_timeout(lambda: batch.discover(tmp_path))
     reasons = {e.path: e.reason for e in found.entries}
     assert "not a regular file" in reasons["scan.png"] and not found.items
+    os.mkfifo(tmp_path / "cohort.zip")
+    with pytest.raises(archive.ArchiveError, match=r"cohort\.zip: not a regular file"):
+        _run_with_timeout(lambda: archive.safe_extract(tmp_path / "cohort.zip", tmp_path / "out"))
 
 
 def test_get_reader_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -158,9 +158,12 @@ def safe_extract(
     Returns:
         :class:`Extraction` with the extracted relative paths and the refused members.
     Raises:
-        ArchiveError: not a ZIP file, too many members, or too much (declared or actual) data.
+        ArchiveError: not a regular file, not a ZIP file, too many members, or too much (declared,
+            joint-ratio or actual) data.
     """
     zip_path, root = Path(zip_path), Path(dest)
+    if not formats.is_regular_file(zip_path):  # a FIFO or device would block or never end
+        raise ArchiveError(f"{zip_path}: not a regular file")
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:  # ValueError: bad UTF-8 names
