@@ -451,6 +451,21 @@ def test_unknown_pixel_size_is_explicit_in_readers_and_layers(tmp_path: Path) ->
     assert spacing.spacing_text(None) == "unknown" and spacing.spacing_text((2.0, 0.8)) == "2x0.8"
 
 
+def test_dicom_without_pixel_spacing_is_unknown(tmp_path: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from napari_segloss.io import read_scans
+    from napari_segloss.io.writers import write_dicom_series
+
+    write_dicom_series(np.zeros((2, 8, 8), np.uint16), tmp_path / "series", spacing=(2.0, 0.6, 0.6))
+    assert read_scans(tmp_path / "series")[0].spacing_known
+    for path in (tmp_path / "series").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    (scan,) = read_scans(tmp_path / "series")
+    assert not scan.spacing_known and scan.spacing[-2:] == (1.0, 1.0)
+
+
 def test_png_distances_are_in_pixels_in_cli_and_batch(tiny_registry, tmp_path: Path, capsys) -> None:
     from napari_segloss.batch import run_batch
     from napari_segloss.cli import main

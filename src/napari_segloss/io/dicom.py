@@ -484,7 +484,8 @@ def _series_scans(members: list[tuple[Path, Dataset, np.ndarray]], where: object
             metadata = {**_metadata(ds0, len(kept)), **geometry}
             if is_seg:
                 metadata["segments"] = segments
-            scans.append(Scan(data, spacing, origin, label, metadata, "labels" if is_seg else "image"))
+            scans.append(Scan(data, spacing, origin, label, metadata, "labels" if is_seg else "image",
+                              spacing_known=group[0].pixel_spacing is not None))  # no PixelSpacing: pixels
     return scans
 
 
