@@ -391,3 +391,20 @@ def test_batch_discovery_lists_an_unreadable_folder(tmp_path: Path, monkeypatch:
     assert [i.name for i in found.items] == ["a"]
     reasons = {e.path: e.reason for e in found.entries}
     assert reasons["locked/"] == "folder cannot be read (Permission denied)"
+
+
+def test_batch_pairing_uses_the_registry_names_and_content(tmp_path: Path) -> None:
+    mask = (GREY > 128).astype(np.uint8) * 255
+    (tmp_path / "a.v2.png").write_bytes(_png_bytes(GREY))
+    (tmp_path / "a.v2_mask.png").write_bytes(_png_bytes(mask))
+    nib.save(nib.Nifti1Image(GREY[..., None].astype(np.int16), np.eye(4)), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image((mask[..., None] > 0).astype(np.uint8), np.eye(4)), tmp_path / "scan_seg.NII.GZ")
+    (tmp_path / "noext").write_bytes(_png_bytes(GREY))  # recognised by content
+    (tmp_path / "noext_mask.png").write_bytes(_png_bytes(mask))
+    (tmp_path / "notes.txt").write_text("not a scan")
+    found = batch.discover(tmp_path)
+    pairs = {i.name: (i.source, i.mask_source) for i in found.items}
+    assert pairs == {"a.v2": ("a.v2.png", "a.v2_mask.png"), "scan": ("scan.nii.gz", "scan_seg.NII.GZ"),
+                     "noext": ("noext", "noext_mask.png")}
+    reasons = {e.path: e.reason for e in found.entries}
+    assert reasons["notes.txt"].startswith("not an image file (.txt")

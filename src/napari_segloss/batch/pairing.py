@@ -93,7 +93,7 @@ class _Unit:
 
 
 def _strip_mask_suffix(stem: str) -> str:
-    if not is_mask_name(stem + ".png"):
+    if not is_mask_name(stem):
         return stem
     return stem[: max(stem.rfind("_"), stem.rfind("-"))]
 
@@ -115,7 +115,7 @@ def _unit(path: Path, root: Path, *, folder: bool) -> _Unit:
     rel = PurePosixPath(path.relative_to(root).as_posix())
     pair_dir, in_masks = _pair_layout(rel.parent, root)
     stem = rel.name if folder else formats.stem_of(rel.name)
-    is_mask = in_masks if in_masks is not None else is_mask_name(rel.name if not folder else rel.name + ".png")
+    is_mask = in_masks if in_masks is not None else is_mask_name(rel.name)
     key = _strip_mask_suffix(stem) if is_mask else stem
     return _Unit(path, rel, bool(is_mask), (str(pair_dir), key), rel.as_posix() + ("/" if folder else ""))
 
