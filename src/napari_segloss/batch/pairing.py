@@ -152,7 +152,7 @@ def _not_a_scan(path: Path) -> str:
     """Why a file the registry does not recognise is skipped."""
     if not formats.is_regular_file(path):
         return "not a regular file (FIFO, device or unreadable)"
-    return f"not an image file ({PurePosixPath(path.name).suffix or 'no extension'}, content not recognised)"
+    return f"not an image file ({PurePosixPath(path.name).suffix or 'no extension'}; not DICOM or another known format)"
 
 
 def _add_series_items(image: _Unit, name: str, items: list[Item], entries: list[Entry], taken: set[str]) -> bool:
