@@ -137,3 +137,55 @@ def test_fine_tune_from_the_tab_appears_in_the_widget_pickers(make_napari_viewer
     page.cancel()
     _wait(qtbot, page)
     assert "Cancelled" in page.status.text()
+
+
+def test_calibration_page_plots_the_images_reliability_and_calibrates_heatmaps(tab, qtbot):
+    from napari_segloss.interpret.calibration import reliability, rescale_probability
+
+    viewer, widget = tab
+    image, truth, probs = _scene(viewer)
+    page = widget.calibration
+    assert [page.prediction.itemText(i) for i in range(page.prediction.count())] == ["tiny_dice", "tiny_focal"]
+    page.prediction.setCurrentText("tiny_focal")
+    drawn = {}
+    page.draw = lambda name, image_name, curves, calibration: drawn.update(curves)
+    page.button.click()
+    _wait(qtbot, page)
+    expected = reliability(probs["tiny_focal"], truth)
+    np.testing.assert_allclose(drawn["as trained"].frequency, expected.frequency, equal_nan=True)
+    card = {"temperature": 2.0}
+    np.testing.assert_array_equal(page.shown_probability(probs["tiny_focal"], card), probs["tiny_focal"])
+    with qtbot.waitSignal(page.display_changed):
+        page.calibrated.setChecked(True)
+    shown = page.shown_probability(probs["tiny_focal"], card)
+    np.testing.assert_allclose(shown, rescale_probability(probs["tiny_focal"], 2.0))
+    np.testing.assert_array_equal(shown >= 0.5, probs["tiny_focal"] >= 0.5)  # the mask does not move
+    assert "unchanged" in page.status.text()
+
+
+def test_landscape_page_matches_the_core_and_reports_progress(tab, qtbot):
+    from napari_segloss.interpret.landscape import checkpoint_landscape
+
+    viewer, widget = tab
+    image, truth, _ = _scene(viewer)
+    page = widget.landscape
+    page.checkpoint.select("tiny_bce")
+    page.compare.setText("dice")
+    page.steps.setValue(3)
+    page.button.click()
+    _wait(qtbot, page)
+    result = page.landscape
+    assert result is not None and page.progress.value() == page.progress.maximum() == 3
+    expected = checkpoint_landscape(page.checkpoint.current_info().path, np.asarray(image.data)[None],
+                                    truth[None], compare=("dice",), steps=3, spacing=(0.5, 0.7))
+    for name in ("own", "dice"):
+        np.testing.assert_allclose(result.values[name], expected.values[name], rtol=1e-6)
+
+
+def test_landscape_page_refuses_an_unknown_loss(tab, qtbot):
+    viewer, widget = tab
+    _scene(viewer)
+    page = widget.landscape
+    page.compare.setText("dice, not_a_loss")
+    page.button.click()
+    assert page.worker is None and "not_a_loss" in page.status.text()

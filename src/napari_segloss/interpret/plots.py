@@ -14,7 +14,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from napari_segloss.interpret.calibration import Reliability
 from napari_segloss.interpret.confidence import ConfidenceHistogram
+from napari_segloss.interpret.landscape import Landscape
 from napari_segloss.interpret.response import ResponseCurve, SizeResponse
 from napari_segloss.losses import info
 
@@ -134,3 +136,59 @@ def plot_fine_tune(fig: Figure, steps: Sequence[int], losses: Sequence[float], d
     right.set_ylim(0, 1)
     right.set_ylabel("Dice on these slices", fontsize=8, color=DICE_COLOR)
     right.tick_params(labelsize=7, colors=DICE_COLOR)
+
+
+#: line colours of reliability diagrams and landscape curves (Okabe-Ito, in order of use)
+SERIES_COLORS = [(0 / 255, 114 / 255, 178 / 255), (213 / 255, 94 / 255, 0 / 255), (0 / 255, 158 / 255, 115 / 255),
+                 (204 / 255, 121 / 255, 167 / 255), (230 / 255, 159 / 255, 0 / 255), (86 / 255, 180 / 255, 233 / 255),
+                 (0.35, 0.35, 0.35)]
+
+
+def plot_reliability(ax: Axes, curves: Mapping[str, Reliability], title: str = "") -> None:
+    """Reliability diagram on ``ax``: mean predicted probability (x) against observed tumour
+    fraction (y) per non-empty bin, one line per entry of ``curves`` (label -> diagram, its ECE
+    in the legend), the diagonal of perfect calibration dashed."""
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
+    for (label, curve), color in zip(curves.items(), SERIES_COLORS):
+        keep = curve.count > 0
+        ax.plot(curve.confidence[keep], curve.frequency[keep], marker="o", ms=3, lw=1.4, color=color,
+                label=f"{label} (ECE {curve.ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("mean predicted probability", fontsize=8)
+    ax.set_ylabel("observed tumour fraction", fontsize=8)
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if curves:
+        ax.legend(fontsize=6, loc="upper left", frameon=False)
+
+
+def plot_landscape(fig: Figure, landscape: Landscape, *, relative: bool = True) -> None:
+    """A 1-D landscape as curves (one per loss, ``relative``: minus its value at the checkpoint,
+    so losses on different scales compare) or a 2-D one as one filled contour panel per loss.
+    Clears ``fig`` first."""
+    fig.clear()
+    names = list(landscape.values)
+    if landscape.betas is None:
+        ax = fig.add_subplot()
+        for name, color in zip(names, SERIES_COLORS):
+            curve = landscape.values[name] - (landscape.origin[name] if relative else 0.0)
+            ax.plot(landscape.alphas, curve, color=color, lw=1.5, label=name)
+        ax.axvline(0.0, color="0.7", lw=0.8)
+        ax.set_xlabel("step along a filter-normalised random direction", fontsize=8)
+        ax.set_ylabel("loss - loss at the checkpoint" if relative else "loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False)
+        return
+    axes = np.asarray(fig.subplots(1, len(names), squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        filled = ax.contourf(landscape.alphas, landscape.betas, landscape.values[name], levels=15, cmap="viridis")
+        ax.contour(landscape.alphas, landscape.betas, landscape.values[name], levels=15, colors="k", linewidths=0.3)
+        ax.plot([0], [0], marker="+", color="w", ms=8)
+        ax.set_title(f"{name} (checkpoint {landscape.origin[name]:.3g})", fontsize=8)
+        ax.set_xlabel("direction 1", fontsize=8)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+        fig.colorbar(filled, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+    axes[0].set_ylabel("direction 2", fontsize=8)

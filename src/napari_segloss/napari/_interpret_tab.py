@@ -1,6 +1,8 @@
 """The "Interpret" tab of the Loss explorer: see what a loss sees.
 
-Four pages, all on the image and ground truth chosen in the shared inputs panel:
+Six pages, all on the image and ground truth chosen in the shared inputs panel (Calibration and
+Landscape live in :mod:`~napari_segloss.napari._calibration_page` and
+:mod:`~napari_segloss.napari._landscape_page`):
 
 * **Loss map**: for one compared checkpoint's probability layer and a chosen loss, an Image layer
   with each pixel's ``|dL/dlogit|`` or per-pixel term (current slice of a 3-D image; the rest of
@@ -10,6 +12,10 @@ Four pages, all on the image and ground truth chosen in the shared inputs panel:
   around the ground truth (current slice; a disc when there is no ground truth).
 * **Confidence**: histograms of the predicted probability on true-tumour and true-background
   pixels, one panel per checkpoint that has a probability layer for the image.
+* **Calibration**: reliability diagram of a checkpoint's probabilities on the image against the
+  ground truth, beside its card's test-set diagram; calibrated heatmaps (temperature) on demand.
+* **Landscape**: the checkpoint's own loss and comparison losses along filter-normalised random
+  directions around its weights (1-D curves or a 2-D contour), with progress and Cancel.
 * **Fine-tune**: train a checkpoint with a chosen loss on the image and its ground truth in a
   worker thread, with a live loss/Dice curve and Cancel; the result is saved as a new checkpoint
   (:func:`napari_segloss.interpret.save_fine_tuned`) and ``checkpoint_saved`` is emitted.
@@ -538,7 +544,7 @@ class FineTunePage(_Page):
 
 
 class InterpretTab(QWidget):
-    """The Interpret tab: loss map, response, confidence and fine-tune pages.
+    """The Interpret tab: loss map, response, confidence, calibration, landscape and fine-tune pages.
 
     Args:
         viewer: the napari viewer.
@@ -557,10 +563,17 @@ class InterpretTab(QWidget):
         self.response = ResponsePage(viewer, inputs)
         self.confidence = ConfidencePage(viewer, inputs)
         self.fine_tune = FineTunePage(viewer, inputs)
+        from napari_segloss.napari._calibration_page import CalibrationPage  # (they import this module)
+        from napari_segloss.napari._landscape_page import LandscapePage
+
+        self.calibration = CalibrationPage(viewer, inputs)
+        self.landscape = LandscapePage(viewer, inputs)
         self.pages = QTabWidget()
         self.pages.addTab(self.loss_map, "Loss map")
         self.pages.addTab(self.response, "Response")
         self.pages.addTab(self.confidence, "Confidence")
+        self.pages.addTab(self.calibration, "Calibration")
+        self.pages.addTab(self.landscape, "Landscape")
         self.pages.addTab(self.fine_tune, "Fine-tune")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -569,8 +582,9 @@ class InterpretTab(QWidget):
         self.set_checkpoints(list_checkpoints())
 
     def set_checkpoints(self, infos: list[CheckpointInfo]) -> None:
-        """Offer ``infos`` in the fine-tune picker."""
+        """Offer ``infos`` in the fine-tune and landscape pickers."""
         self.fine_tune.set_checkpoints(infos)
+        self.landscape.set_checkpoints(infos)
 
     def _on_saved(self, name: str) -> None:
         self.set_checkpoints(list_checkpoints())

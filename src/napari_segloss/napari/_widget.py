@@ -149,6 +149,7 @@ class LossExplorerWidget(QWidget):
         self.run_tab.run_requested.connect(self.run_single)
         self.run_tab.refresh_requested.connect(self.refresh_checkpoints)
         self.interpret_tab.checkpoint_saved.connect(lambda _: self.refresh_checkpoints())
+        self.interpret_tab.calibration.display_changed.connect(self._redraw_results)
         self.run_tab.checkpoint_changed.connect(self._on_inputs_changed)
         self.compare_tab.run_requested.connect(self.run_compare)
         self.compare_tab.checklist.changed.connect(self._validate)
@@ -364,7 +365,8 @@ class LossExplorerWidget(QWidget):
     def _show_layers(self, source: Image, result: RunResult) -> None:
         """Create or update ``result``'s layers (the difference layer only with a ground truth)."""
         data = {
-            "probability": heatmap(result.probability),
+            "probability": heatmap(self.interpret_tab.calibration.shown_probability(result.probability,
+                                                                                  result.card.calibration)),
             "prediction": result.derived.mask,
             "difference": result.derived.difference,
             "contour": result.derived.contour,
@@ -378,6 +380,13 @@ class LossExplorerWidget(QWidget):
                 name=_layers.layer_name(source.name, result.card.loss, role), data=data[role],
                 has_truth=result.truth is not None, run=result.run,
             )
+
+    def _redraw_results(self) -> None:
+        """Redraw every result's layers (the heatmaps switched between raw and calibrated)."""
+        for result in list(self.results.values()):
+            source = self._source_layer(result.source)
+            if source is not None:
+                self._show_layers(source, result)
 
     def _show_agreement(self, source: Image) -> None:
         key = _layers.source_key(source)
