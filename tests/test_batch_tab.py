@@ -109,14 +109,25 @@ def test_run_report_and_worst_cases(tab: BatchTab, tmp_path: Path, qtbot, monkey
     assert tab.case_layers() == [] and list(tagged(tab.viewer)) == []
 
 
-def test_cancel_writes_nothing(tab: BatchTab, tmp_path: Path, qtbot) -> None:
+def test_cancel_writes_nothing(tab: BatchTab, tmp_path: Path, qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import napari_segloss.batch as batch
+
     tab.input_edit.setText(str(write_pairs(tmp_path / "in", 4)))
     out = tmp_path / "cancelled.zip"
     tab.output_edit.setText(str(out))
     tab.checklist.set_checked(["tiny_dice", "tiny_bce", "tiny_focal"])
-    # Set the cancel flag in the worker thread itself (a queued slot could run after the
-    # whole small batch has finished); the user's Cancel button goes through tab.cancel().
-    tab._progress.connect(lambda p: tab._cancel.set() if p.done >= 1 else None, Qt.ConnectionType.DirectConnection)
+    real = batch.run_batch
+
+    def cancel_after_first(*args, progress, **kwargs):
+        # Cancel in the worker thread itself (a queued click could come after the whole small batch);
+        # the user's Cancel button goes through tab.cancel(), i.e. the same Job.cancel().
+        def report(p):
+            progress(p)
+            if p.done >= 1:
+                tab.worker.cancel()
+        return real(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(batch, "run_batch", cancel_after_first)
     tab.run()
     wait_idle(qtbot, tab)
     assert "Cancelled" in tab.status.text() and tab.result is None
@@ -124,23 +135,52 @@ def test_cancel_writes_nothing(tab: BatchTab, tmp_path: Path, qtbot) -> None:
     assert tab.run_button.isEnabled()
 
 
-def test_resample_box_reaches_run_batch(tab: BatchTab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resample_box_reaches_run_batch(tab: BatchTab, tmp_path: Path, qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import napari_segloss.batch as batch
+
     tab.input_edit.setText(str(write_pairs(tmp_path / "in", 1)))
     tab.output_edit.setText(str(tmp_path / "results.zip"))
     tab.checklist.set_checked(["tiny_dice"])
     seen: list[dict] = []
 
-    class Worker:
-        def start(self) -> None:
-            pass
-
-    def fake_create_worker(func, *args, **kwargs):
+    def fake_run_batch(*args, **kwargs):
         seen.append(kwargs)
-        return Worker()
+        raise batch.BatchCancelled("not run")
 
-    monkeypatch.setattr("napari_segloss.napari._batch_tab.create_worker", fake_create_worker)
-    assert not tab.resample_box.isChecked()  # off by default
-    tab.resample_box.setChecked(True)
+    monkeypatch.setattr(batch, "run_batch", fake_run_batch)
+    tab.resample_box.setChecked(not tab.resample_box.isChecked())
     tab.run()
-    assert seen and seen[0]["resample"] is True
-    tab.worker = None
+    wait_idle(qtbot, tab)
+    assert seen and seen[0]["resample"] is tab.resample_box.isChecked()
+
+
+def test_a_late_load_of_older_worst_cases_is_dropped(tab: BatchTab, tmp_path: Path, qtbot,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import napari_segloss.batch as batch
+
+    tab.input_edit.setText(str(write_pairs(tmp_path / "in", 3)))
+    tab.output_edit.setText(str(tmp_path / "results.zip"))
+    tab.checklist.set_checked(["tiny_dice"])
+    tab.run()
+    wait_idle(qtbot, tab)
+    real, release, calls = batch.load_case, threading.Event(), []
+
+    def slow_first(result, case):
+        calls.append(case)
+        if len(calls) == 1:
+            release.wait(20)  # the first load is still reading when the user asks again
+        return real(result, case)
+
+    monkeypatch.setattr(batch, "load_case", slow_first)
+    tab.load_worst(1)
+    first = tab._case_worker
+    first_done: list[bool] = []
+    first.finished.connect(lambda: first_done.append(True))
+    tab.load_worst(2)
+    qtbot.waitUntil(lambda: len(tab.case_layers()) == 2, timeout=60_000)
+    release.set()
+    qtbot.waitUntil(lambda: bool(first_done), timeout=60_000)
+    qtbot.wait(100)
+    assert len(tab.case_layers()) == 2  # the older, slower load did not replace the newer one

@@ -26,7 +26,6 @@ from napari_segloss import losses, metrics
 from napari_segloss.data import generate_slice
 from napari_segloss.inference import predict
 from napari_segloss.napari import _layers, _runner
-from napari_segloss.napari._metrics_panel import METRIC_TITLES
 from napari_segloss.overlays import DIFFERENCE_COLORS
 
 pytestmark = pytest.mark.gui
@@ -104,7 +103,8 @@ def test_sample_run_layers_and_metrics(widget, qtbot, tmp_path, tiny_registry):
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
 
-    expected = predict(image.data, tiny_registry / "tiny_dice.json", device="cpu").probability
+    expected = predict(image.data, tiny_registry / "tiny_dice.json", device="cpu", spacing=tuple(image.scale),
+                       resample=w.inputs.resample()).probability
     np.testing.assert_allclose(found["probability"].data, expected, atol=1e-6)
     assert found["probability"].blending == "additive" and tuple(found["probability"].contrast_limits) == (0, 1)
     pred = expected >= 0.5
@@ -121,7 +121,7 @@ def test_sample_run_layers_and_metrics(widget, qtbot, tmp_path, tiny_registry):
     reference = metrics.compute(pred, truth, spacing=tuple(image.scale))
     shown = dict(line.split("\t") for line in w.run_tab.metrics.text().splitlines()[1:])
     for key in metrics.METRIC_KEYS:
-        assert shown[METRIC_TITLES[key]] == metrics.format_value(key, reference[key], ndim=2), key
+        assert shown[metrics.REGISTRY[key].title] == metrics.format_value(key, reference[key], ndim=2), key
     w.run_tab.metrics.copy()
     assert QApplication.clipboard().text() == w.run_tab.metrics.text()
     out = w.run_tab.metrics.export_csv(tmp_path / "metrics.csv")
@@ -262,13 +262,13 @@ def test_cancel_stops_the_run(widget, qtbot, monkeypatch):
     viewer.add_image(volume, name="volume")
     real = _runner.predict
 
-    def held_after_first_batch(*, progress, cancel, **kwargs):
+    def held_after_first_batch(*args, progress, cancel, **kwargs):
         def report(done, total):
             progress(done, total)
             deadline = time.monotonic() + 20
             while done and not cancel() and time.monotonic() < deadline:
                 time.sleep(0.01)  # wait for the user's click (deterministic cancel point)
-        return real(progress=report, cancel=cancel, **kwargs)
+        return real(*args, progress=report, cancel=cancel, **kwargs)
 
     monkeypatch.setattr(_runner, "predict", held_after_first_batch)
     w.run_tab.combo.select("tiny_bce")
@@ -344,17 +344,18 @@ def test_resample_option_runs_at_the_card_pixel_size(widget, qtbot, slice2d):
     w, viewer = widget, widget.viewer
     _add_scan(viewer, slice2d)  # about 2.4 mm pixels; the tiny cards say 1 mm
     w.run_tab.combo.select("tiny_bce")
-    assert not w.inputs.resample()  # off by default: a layer's scale is not always its pixel size
+    assert w.inputs.resample()  # on by default: the network sees the scan at its training scale
     _click_and_wait(qtbot, w, w.run_tab.run_button)
-    assert "Resample to the checkpoint's pixel size" in w.status.text()  # 2.4 mm vs 1 mm: a hint
-    w.inputs.resample_check.setChecked(True)
-    _click_and_wait(qtbot, w, w.run_tab.run_button)
-    assert w.status.text().startswith("Done") and "Resample" not in w.status.text()
+    assert w.status.text().startswith("Done") and "training scale" not in w.status.text()
     shown = _result_layers(viewer, "tiny_bce")["probability"].data
-    expected = predict(slice2d.image, "tiny_bce", device="cpu", spacing=slice2d.spacing, resample=True)
+    expected = predict(slice2d.image, "tiny_bce", device="cpu", spacing=slice2d.spacing)
     assert expected.metadata["resampled_to_mm"] == [1.0, 1.0]
     np.testing.assert_allclose(shown, expected.probability, atol=1e-5)
-    assert not np.allclose(shown, predict(slice2d.image, "tiny_bce", device="cpu").probability, atol=1e-3)
+    native = predict(slice2d.image, "tiny_bce", device="cpu", resample=False).probability
+    assert not np.allclose(shown, native, atol=1e-3)
+    w.inputs.resample_check.setChecked(False)
+    _click_and_wait(qtbot, w, w.run_tab.run_button)
+    assert "training scale" in w.status.text()  # 2.4 mm vs 1 mm on the layer's grid: a hint
 
 
 def test_pixel_size_hint_only_for_known_and_distant_pixel_sizes():
@@ -408,44 +409,38 @@ def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_d
     assert w.compare_tab.table.rowCount() == 1
 
 
-def test_cuda_out_of_memory_falls_back_to_cpu(widget, qtbot, slice2d, monkeypatch):
+def test_cuda_out_of_memory_fallback_of_the_core_is_reported(widget, qtbot, slice2d, monkeypatch):
+    """The fallback itself is inference.predict's (tested there); the widget says where the run ended."""
     real_predict, real_load = _runner.predict, _runner.load
 
-    def predict_oom_on_gpu(*, device, **kwargs):
-        if torch.device(device).type == "cuda":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_predict(device=device, **kwargs)
+    def predict_fell_back_to_cpu(image, loaded, *, device, **kwargs):
+        assert torch.device(device).type == "cuda"  # the widget asks for the device the user picked...
+        return real_predict(image, loaded, device="cpu", **kwargs)  # ...and predict finished on the CPU
 
     monkeypatch.setattr(_runner, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(_runner, "load", lambda checkpoint, device: real_load(checkpoint, device="cpu"))
-    monkeypatch.setattr(_runner, "predict", predict_oom_on_gpu)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(_runner, "predict", predict_fell_back_to_cpu)
     w, viewer = widget, widget.viewer
     _add_scan(viewer, slice2d)
     w.run_tab.combo.select("tiny_dice")
     _click_and_wait(qtbot, w, w.run_tab.run_button)
-    assert "out of memory on cuda: ran on the CPU" in w.status.text()
+    assert "out of memory on cuda: finished on the CPU" in w.status.text()
+    assert w.compare_tab.checklist._items["tiny_dice"].text(2) == "done (CPU)"
     result = next(iter(w.results.values()))
     assert result.run["device"] == "cpu"
     assert set(_result_layers(viewer, "tiny_dice")) == set(ROLES)
 
 
-def test_runner_generator_synchronously(tiny_registry, slice2d):
+def test_runner_synchronously(tiny_registry, slice2d):
     request = _runner.Request(image=slice2d.image, truth=slice2d.mask, spacing=slice2d.spacing,
                               checkpoints=["tiny_dice", "no_such_checkpoint"], device="cpu", threshold=0.5)
-    steps = _runner.run_jobs(request, threading.Event())
-    events = []
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            outcome = stop.value
-            break
+    events: list = []
+    outcome = _runner.run_jobs(request, report=events.append, cancel=lambda: False)
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["Started", "Progress", "Progress", "Finished", "Started", "Failed"]
     assert outcome == _runner.Outcome(finished=1, failed=1, cancelled=False)
     finished = events[3]
-    expected = predict(slice2d.image, "tiny_dice", device="cpu")
+    expected = predict(slice2d.image, "tiny_dice", device="cpu", spacing=slice2d.spacing, resample=request.resample)
     np.testing.assert_array_equal(finished.prediction.probability, expected.probability)
     assert finished.derived.metrics == metrics.compute(expected.mask(0.5), slice2d.mask, slice2d.spacing)
     assert "unknown checkpoint" in events[-1].message
@@ -483,3 +478,72 @@ def test_triton_guard_only_with_an_llvm_gl_driver(tmp_path, monkeypatch):
     with pytest.raises(ImportError):
         import triton  # noqa: F401
     assert not _triton_guard.guard_triton()  # already decided
+
+
+
+def _held_run(monkeypatch, seen_cancel: threading.Event):
+    """Make inference hold after its first batch until cancelled (records that it saw the cancel)."""
+    real = _runner.predict
+
+    def held(*args, progress, cancel, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            deadline = time.monotonic() + 30
+            while done and not cancel() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if cancel():
+                seen_cancel.set()
+        return real(*args, progress=report, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(_runner, "predict", held)
+
+
+def _start_held_job_and_report_dir(qtbot, w, tmp_path, monkeypatch):
+    """A run held mid-volume, and the Batch tab's extracted-report folder of a finished tiny batch."""
+    from napari_segloss.batch import run_batch
+
+    from test_batch_tab import write_pairs
+
+    w.batch_tab.result = run_batch(write_pairs(tmp_path / "in", 1), ["tiny_dice"], tmp_path / "r.zip", device="cpu")
+    report_dir = w.batch_tab.report_path().parent
+    assert report_dir.is_dir()
+    seen_cancel = threading.Event()
+    _held_run(monkeypatch, seen_cancel)
+    w.viewer.add_image(np.random.default_rng(0).integers(0, 1000, (48, 64, 64)).astype(np.uint16), name="volume")
+    w.run_tab.combo.select("tiny_bce")
+    qtbot.mouseClick(w.run_tab.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.status.text().startswith("Running"), timeout=TIMEOUT_MS)
+    return seen_cancel, report_dir
+
+
+def test_removing_the_dock_tears_the_widget_down(widget, qtbot, tmp_path, monkeypatch):
+    w, viewer = widget, widget.viewer
+    seen_cancel, report_dir = _start_held_job_and_report_dir(qtbot, w, tmp_path, monkeypatch)
+    status = w.status.text()
+    viewer.window.remove_dock_widget(w)  # napari never calls the widget's closeEvent here
+    assert seen_cancel.wait(10), "the running job was not cancelled"
+    assert not report_dir.exists()
+    from napari_segloss.napari._lifetime import owned_callbacks
+
+    assert owned_callbacks(viewer, w.lifetime._owners) == []
+    entries = w.inputs.image_picker.count()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="added after")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="mask after")
+    qtbot.wait(300)  # let the cancelled job's queued reports arrive
+    assert w.inputs.image_picker.count() == entries  # the pickers no longer follow the viewer
+    assert w.status.text() == status  # no handler of the removed widget ran
+    assert not any(_layers.is_result(layer) for layer in viewer.layers)
+
+
+def test_closing_the_viewer_tears_the_widget_down(tiny_registry, qtbot, tmp_path, monkeypatch):
+    import napari
+
+    viewer = napari.Viewer(show=False)
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    seen_cancel, report_dir = _start_held_job_and_report_dir(qtbot, w, tmp_path, monkeypatch)
+    viewer.close()
+    assert seen_cancel.wait(10), "the running job was not cancelled"
+    assert not report_dir.exists()
+    from napari_segloss.napari._lifetime import owned_callbacks
+
+    assert owned_callbacks(viewer, w.lifetime._owners) == []

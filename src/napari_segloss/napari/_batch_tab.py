@@ -2,18 +2,18 @@
 
 Input and output pickers, the checkpoints to run (grouped by loss family), device, threshold,
 threads and overwrite; Run and Cancel; a progress bar with the ETA. The run is
-:func:`napari_segloss.batch.run_batch` in a thread worker: its progress callback reaches the main
-thread through a Qt signal (queued across threads), Cancel sets an event the run polls between
-batches. When it is done, "Open report" shows report.html (extracted from the result ZIP into a
+:func:`napari_segloss.batch.run_batch` as a :class:`~napari_segloss.napari._jobs.Job` (one thread
+worker; its progress callback reaches the main thread through a queued signal; Cancel sets the
+event the run polls between batches). When it is done, "Open report" shows report.html (extracted from the result ZIP into a
 temporary folder) in the browser, and "Load worst cases" puts the images with the lowest Dice into
-the viewer with their ground truth and result layers.
+the viewer with their ground truth and result layers (a later load, or a new run, voids one still
+loading). :meth:`BatchTab.teardown` cancels and removes the temporary folder when the dock goes.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import napari
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QUrl, Signal
+from qtpy.QtCore import QUrl
 from qtpy.QtGui import QDesktopServices
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -45,7 +45,7 @@ from napari_segloss.checkpoints import list_checkpoints
 from napari_segloss.models import available_devices, resolve_device
 from napari_segloss.napari import _layers
 from napari_segloss.napari._checkpoint_pickers import CheckpointChecklist
-from napari_segloss.napari._triton_guard import guard_triton
+from napari_segloss.napari._jobs import Job
 
 #: tag of the image layers the tab loads (worst cases); their result layers use _layers.TAG
 BATCH_TAG = "napari_segloss_batch"
@@ -74,18 +74,15 @@ def _path_row(edit: QLineEdit, *buttons: QPushButton) -> QHBoxLayout:
 class BatchTab(QWidget):
     """The Batch tab. ``run()`` starts a batch with the current settings (Run button);
     ``cancel()`` stops it; ``result`` holds the last :class:`~napari_segloss.batch.BatchResult`;
-    ``worker`` is the thread worker in flight (None when idle)."""
-
-    _progress = Signal(object)
+    ``worker`` is the :class:`~napari_segloss.napari._jobs.Job` in flight (None when idle)."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        guard_triton()  # before torchvision is imported: see _triton_guard
         self.viewer = viewer
         self.result: Any = None
-        self.worker: Any = None
+        self.worker: Job | None = None
         self._case_worker: Any = None
-        self._cancel = threading.Event()
+        self._case_generation = 0  # bumped by every load and run: a late load of older cases is dropped
         self._report_dir: Path | None = None
 
         self.input_edit = QLineEdit()
@@ -111,7 +108,8 @@ class BatchTab(QWidget):
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 16)
         self.overwrite_box = QCheckBox("Replace an existing result file")
-        self.resample_box = QCheckBox("Resample to each checkpoint's pixel size")
+        self.resample_box = QCheckBox("Bring each scan to the checkpoint's training scale")
+        self.resample_box.setChecked(True)
         self.worst_spin = QSpinBox()
         self.worst_spin.setRange(1, 20)
         self.worst_spin.setValue(3)
@@ -138,7 +136,6 @@ class BatchTab(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.report_button.clicked.connect(self.open_report)
         self.worst_button.clicked.connect(lambda: self.load_worst(self.worst_spin.value()))
-        self._progress.connect(self._on_progress)
         self.refresh_checkpoints()
 
     # ------------------------------------------------------------------ layout
@@ -150,8 +147,9 @@ class BatchTab(QWidget):
             self.device_combo: "Where the networks run; auto picks CUDA, then Apple MPS, then the CPU",
             self.threshold_spin: "Probability at or above which a pixel counts as tumour",
             self.workers_spin: "Batches processed at the same time (threads)",
-            self.resample_box: "Run each image at the pixel size the checkpoint was trained at (from the file's "
-            "spacing: DICOM, NIfTI, TIFF) and map the result back; leave off for PNG/JPG, whose pixel size is unknown",
+            self.resample_box: "On (default): each image runs at the checkpoint's training pixel size when the file "
+            "records one (DICOM, NIfTI, TIFF), else (PNG/JPG) at its training image size; results are mapped back "
+            "to the file's grid. Off: run on the file's own grid",
             self.worst_spin: "How many image x checkpoint results with the lowest Dice to load",
             self.auto_load_box: "Load the worst cases into the viewer as soon as the batch is done",
             self.run_button: "Run every ticked checkpoint over every image",
@@ -270,7 +268,6 @@ class BatchTab(QWidget):
         if problem:
             self.say(problem, "warning", notify=True)
             return
-        self._cancel = threading.Event()
         names = [str(info.path) for info in self.checklist.checked()]
         kwargs = {
             "device": self.device_combo.currentData(),
@@ -278,26 +275,27 @@ class BatchTab(QWidget):
             "workers": self.workers_spin.value(),
             "overwrite": self.overwrite_box.isChecked(),
             "resample": self.resample_box.isChecked(),
-            "progress": self._progress.emit,
-            "cancel": self._cancel.is_set,
         }
         source, out = Path(self.input_edit.text().strip()).expanduser(), Path(self.output_edit.text().strip()).expanduser()
-        handlers = {"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished}
-        worker = create_worker(run_batch, source, names, out, _start_thread=False, _connect=handlers, **kwargs)
-        self.worker = worker
+        self._case_generation += 1  # the cases of the previous result are stale now
         self.progress_bar.setValue(0)
+        self.worker = Job(lambda report, cancelled: run_batch(source, names, out, progress=report, cancel=cancelled,
+                                                              **kwargs),
+                          description=f"Batch: {len(names)} checkpoint(s) on {source.name}", reported=self._on_progress,
+                          returned=self._on_returned, errored=self._on_errored, finished=self._on_finished)
         self.say(f"Starting {len(names)} checkpoint(s) on {source.name}…")
         self.validate()
-        worker.start()
 
     def cancel(self) -> None:
         """Ask the running batch to stop after its current batch of images."""
         if self.worker is not None:
-            self._cancel.set()
+            self.worker.cancel()
             self.say("Cancelling…")
 
     def _on_progress(self, progress: Any) -> None:
         self.progress_bar.setValue(round(progress.fraction * _PROGRESS_STEPS))
+        if self.worker is not None:
+            self.worker.set_fraction(progress.fraction)
         failed = f", {progress.failed} failed" if progress.failed else ""
         self.say(f"{progress.done} / {progress.total} image(s){failed} · {progress.elapsed_s:.0f} s · "
                  f"{format_eta(progress.eta_s)}")
@@ -352,24 +350,32 @@ class BatchTab(QWidget):
         (with its spacing), the ground truth, and the prediction's difference map and outline."""
         from napari_segloss.batch import load_case
 
-        if self.result is None:
+        result = self.result  # the worker reads this one, whatever self.result becomes meanwhile
+        if result is None:
             return
-        cases = self.result.worst(n)
+        cases = result.worst(n)
         if not cases:
             self.say("No result with a ground truth to rank by Dice.", "warning", notify=True)
             return
+        self._case_generation += 1
+        generation = self._case_generation
         handlers = {
-            "returned": self._show_cases,
-            "errored": lambda exc: self.say(f"Cannot load the cases: {exc}", "error", notify=True),
+            "returned": lambda loaded: self._show_cases(loaded, generation, result.out),
+            "errored": lambda exc: self.say(f"Cannot load the cases: {exc}", "error", notify=True)
+            if generation == self._case_generation else None,
         }
-        worker = create_worker(lambda: [load_case(self.result, case) for case in cases], _start_thread=False,
+        worker = create_worker(lambda: [load_case(result, case) for case in cases], _start_thread=False,
                                _connect=handlers)
         self._case_worker = worker
         worker.start()
 
-    def _show_cases(self, loaded: list[Any]) -> None:
+    def _show_cases(self, loaded: list[Any], generation: int, batch: Path) -> None:
+        """Show the cases loaded from the result ZIP ``batch``, unless a later load or run (``generation``)
+        made them stale."""
         from napari_segloss.overlays import contour_labels, difference_map
 
+        if generation != self._case_generation:
+            return
         self.remove_cases()
         for data in loaded:
             case, sample = data.case, data.sample
@@ -384,7 +390,7 @@ class BatchTab(QWidget):
             for role, array in results.items():
                 _layers.upsert(self.viewer, image, checkpoint=case.checkpoint, role=role,
                                name=_layers.layer_name(name, None, role), data=array, has_truth=has_truth,
-                               run={"batch": str(self.result.out), "dice": case.dice})
+                               run={"batch": str(batch), "dice": case.dice})
             image.visible = data is loaded[-1]
             for layer in _layers.tagged(self.viewer, _layers.source_key(image)):
                 layer.visible = layer.visible and image.visible
@@ -404,8 +410,15 @@ class BatchTab(QWidget):
             shutil.rmtree(self._report_dir, ignore_errors=True)
             self._report_dir = None
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
-        """Stop a running batch and remove the extracted report when the tab closes."""
-        self._cancel.set()
+    def teardown(self) -> None:
+        """Stop a running batch, void a load in flight and remove the extracted report (plain Python:
+        safe after Qt deleted the tab; the widget's Lifetime calls it)."""
+        if self.worker is not None:
+            self.worker.detach()
+        self._case_generation += 1
         self._drop_report()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """Tear down when Qt closes the tab."""
+        self.teardown()
         super().closeEvent(event)

@@ -58,11 +58,13 @@ class InputsPanel(QWidget):
         self.slider.setToolTip("Probability above which a pixel counts as tumour (no re-run needed)")
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(32)
-        self.resample_check = QCheckBox("Resample to the checkpoint's pixel size")
+        self.resample_check = QCheckBox("Bring the scan to the checkpoint's training scale")
+        self.resample_check.setChecked(True)
         self.resample_check.setToolTip(
-            "Run the network at the pixel size it was trained at (in the model card), using the image "
-            "layer's scale as its pixel size in mm, and map the result back. Use it for DICOM/NIfTI scans "
-            "whose pixels are much finer or coarser than ~1 mm; leave it off when the scale is unknown (PNG)."
+            "On (default): the network sees the scan at the scale it was trained at, and the result is mapped "
+            "back to the layer's grid. With a known pixel size (the layer's scale, from DICOM/NIfTI/TIFF) the "
+            "scan is resampled to the checkpoint's training pixel size; with an unknown one (scale 1, e.g. a "
+            "PNG) it is resized to the checkpoint's training image size. Off: run on the layer's own grid."
         )
         device_row = QHBoxLayout()
         device_row.addWidget(self.device_combo)
@@ -81,7 +83,7 @@ class InputsPanel(QWidget):
         self.truth_picker.currentIndexChanged.connect(self.changed)
         self.device_combo.currentIndexChanged.connect(self.changed)
         self.slider.valueChanged.connect(self._on_slider)
-        viewer.layers.events.inserted.connect(lambda event: self._suggest_truth([event.value]))
+        viewer.layers.events.inserted.connect(self._on_inserted)
         self._on_slider(self.slider.value())
         self._suggest_truth(list(reversed(viewer.layers)))
 
@@ -109,7 +111,7 @@ class InputsPanel(QWidget):
         return self.device_combo.currentData()
 
     def resample(self) -> bool:
-        """Whether to run at the checkpoint's training pixel size (``predict(resample=True)``)."""
+        """Whether to bring the scan to the checkpoint's training scale (``predict(resample=True)``)."""
         return self.resample_check.isChecked()
 
     def threshold(self) -> float:
@@ -142,6 +144,9 @@ class InputsPanel(QWidget):
     def _on_slider(self, value: int) -> None:
         self.threshold_label.setText(f"{value / THRESHOLD_STEPS:.2f}")
         self.threshold_changed.emit(value / THRESHOLD_STEPS)
+
+    def _on_inserted(self, event: object) -> None:
+        self._suggest_truth([event.value])  # type: ignore[attr-defined]
 
     def _suggest_truth(self, layers: list[Layer]) -> None:
         """When no ground truth is chosen, pick the first of ``layers`` that is a Labels layer of

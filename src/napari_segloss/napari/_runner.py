@@ -1,22 +1,17 @@
-"""Inference off the UI thread: one generator runs a queue of checkpoints and yields progress.
+"""Inference for the widget: one call runs a queue of checkpoints and reports events as it goes.
 
-:func:`run_jobs` is a plain generator (tests can iterate it synchronously); the widget runs it
-with :func:`napari.qt.threading.create_worker` (see :func:`start`), so each yielded event reaches
-the main thread through the worker's ``yielded`` signal and the returned :class:`Outcome` through
-``returned``. Only the main-thread handlers touch layers.
-
-:func:`napari_segloss.inference.predict` reports progress through a callback; :func:`_reporting`
-turns such a callback API into a generator by running the call in a helper thread and yielding
-each report as it arrives. Cancel is cooperative: a :class:`threading.Event` that ``predict``
-checks before every batch of slices.
+:func:`run_jobs` is a plain function that calls back (tests call it synchronously with a list's
+``append``); the widget runs it in one napari thread worker (:class:`~napari_segloss.napari._jobs.Job`),
+so each reported event reaches the main thread through a queued signal. It forwards the progress
+callback of :func:`napari_segloss.inference.predict` as :class:`Progress` events; cancel is the
+callable ``predict`` polls before every batch of slices. The CUDA out-of-memory fallback is
+``predict``'s: a run that finished on another device than requested gets a note.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +22,7 @@ from napari_segloss.checkpoints import CheckpointError, ModelCard, load
 from napari_segloss.inference import InferenceCancelled, Prediction, predict
 from napari_segloss.models import resolve_device
 from napari_segloss.napari._results import Derived, derive
+from napari_segloss.spacing import layer_spacing
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,7 @@ class Request:
         checkpoints: registry names or card paths.
         device: ``auto | cpu | cuda[:i] | mps``.
         threshold: probability threshold for the derived arrays.
-        resample: run at each checkpoint's training pixel size (``predict(resample=True)``).
+        resample: bring the image to each checkpoint's training scale (``predict(resample=True)``).
     """
 
     image: Any
@@ -50,7 +46,7 @@ class Request:
     checkpoints: Sequence[str | os.PathLike]
     device: str
     threshold: float
-    resample: bool = False
+    resample: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,78 +107,21 @@ class Outcome:
     error: str = ""
 
 
-_DONE = object()
+def _note(requested: torch.device, prediction: Prediction) -> str:
+    """A remark for the user when ``predict`` finished on another device (its out-of-memory fallback)."""
+    used = prediction.metadata.get("device")
+    if used is None or used == str(requested):
+        return ""
+    return f"out of memory on {requested}: finished on the {'CPU' if used == 'cpu' else used}"
 
 
-def _reporting(call: Callable[..., Any], **kwargs: Any) -> Generator[tuple[int, int], None, Any]:
-    """Run ``call(progress=callback, **kwargs)`` in a helper thread, yielding each ``(done, total)``
-    the callback receives; return ``call``'s result or raise its exception."""
-    reports: queue.SimpleQueue = queue.SimpleQueue()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = call(progress=lambda done, total: reports.put((done, total)), **kwargs)
-        except BaseException as exc:  # re-raised in the generator's thread below
-            outcome["error"] = exc
-        finally:
-            reports.put(_DONE)
-
-    thread = threading.Thread(target=target, name="napari-segloss-predict", daemon=True)
-    thread.start()
-    while (report := reports.get()) is not _DONE:
-        yield report
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _as_progress(reports: Generator[tuple[int, int], None, Any], index: int, count: int,
-                 label: str) -> Generator[Progress, None, Any]:
-    """Re-yield ``(done, total)`` reports as :class:`Progress` events; return the reporter's value."""
-    while True:
-        try:
-            done, total = next(reports)
-        except StopIteration as stop:
-            return stop.value
-        yield Progress(index, count, label, done, total)
-
-
-def _predict(request: Request, image: np.ndarray, checkpoint: str | os.PathLike, device: torch.device,
-             cancel: threading.Event, index: int, count: int) -> Generator[Progress, None, tuple[Prediction, ModelCard, str]]:
-    """Load and run one checkpoint, yielding its progress; on CUDA out-of-memory run on the CPU.
-
-    Returns ``(prediction, card, note)``; ``note`` tells the user about a CPU fallback.
-    """
-    label = os.fspath(checkpoint)
-    note = ""
-    try:
-        loaded = load(checkpoint, device=device)
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        device, note = torch.device("cpu"), f"not enough memory on {device} to load the model: ran on the CPU"
-        loaded = load(checkpoint, device=device)
-    run = dict(image=image, device=device, spacing=request.spacing, resample=request.resample, cancel=cancel.is_set)
-    try:
-        prediction = yield from _as_progress(_reporting(predict, checkpoint=loaded, **run), index, count, label)
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        note = f"out of memory on {device}: ran on the CPU"
-        run["device"] = torch.device("cpu")
-        prediction = yield from _as_progress(_reporting(predict, checkpoint=loaded, **run), index, count, label)
-    if not note and prediction.metadata.get("device") != str(run["device"]):
-        note = f"out of memory on {device}: finished on the CPU"
-    return prediction, loaded.card, note
-
-
-def run_jobs(request: Request, cancel: threading.Event) -> Generator[Event, None, Outcome]:
+def run_jobs(request: Request, *, report: Callable[[Event], None], cancel: Callable[[], bool]) -> Outcome:
     """Run ``request.checkpoints`` one at a time on ``request.image``.
 
-    Yields :class:`Started`, then :class:`Progress` per batch of slices, then :class:`Finished`
+    Reports :class:`Started`, then :class:`Progress` per batch of slices, then :class:`Finished`
     (or :class:`Failed`: a checkpoint that cannot be loaded or run is reported and skipped) for
-    each checkpoint. Setting ``cancel`` stops before the next batch. An unavailable device
-    ends the run at once with :attr:`Outcome.error` set.
+    each checkpoint. ``cancel()`` returning True stops before the next batch. An unavailable
+    device ends the run at once with :attr:`Outcome.error` set.
     """
     try:
         device = resolve_device(request.device)
@@ -193,31 +132,29 @@ def run_jobs(request: Request, cancel: threading.Event) -> Generator[Event, None
     finished = failed = 0
     for index, checkpoint in enumerate(request.checkpoints):
         label = os.fspath(checkpoint)
-        if cancel.is_set():
+        if cancel():
             return Outcome(finished, failed, cancelled=True)
-        yield Started(index, count, label)
+        report(Started(index, count, label))
+
+        def progress(done: int, total: int, index: int = index, label: str = label) -> None:
+            report(Progress(index, count, label, done, total))
+
         try:
-            prediction, card, note = yield from _predict(request, image, checkpoint, device, cancel, index, count)
+            loaded = load(checkpoint, device=device)
+            prediction = predict(image, loaded, device=device, spacing=layer_spacing(request.spacing),
+                                 resample=request.resample,
+                                 progress=progress, cancel=cancel)
         except InferenceCancelled:
             return Outcome(finished, failed, cancelled=True)
         except MemoryError:
             failed += 1
-            yield Failed(index, count, label, "not enough memory for this image on the CPU")
+            report(Failed(index, count, label, "not enough memory for this image on the CPU"))
             continue
         except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
             failed += 1
-            yield Failed(index, count, label, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            report(Failed(index, count, label, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
             continue
         derived = derive(prediction.probability, request.truth, request.spacing, request.threshold)
         finished += 1
-        yield Finished(index, count, label, card, prediction, derived, note)
+        report(Finished(index, count, label, loaded.card, prediction, derived, _note(device, prediction)))
     return Outcome(finished, failed, cancelled=False)
-
-
-def start(request: Request, cancel: threading.Event, **connect: Callable[..., Any]) -> Any:
-    """Start :func:`run_jobs` in a napari thread worker; ``connect`` maps worker signals
-    (``yielded``, ``returned``, ``errored``, ``finished``) to main-thread handlers. Returns the worker.
-    Connect ``errored``: without a handler the worker re-raises errors in the main thread."""
-    from napari.qt.threading import create_worker
-
-    return create_worker(run_jobs, request, cancel, _start_thread=True, _connect=connect)

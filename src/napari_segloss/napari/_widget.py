@@ -5,18 +5,19 @@ Layout: the shared inputs (image, ground truth, device, threshold) on top; tabs 
 checkpoint, metrics, training curve and model card), "Compare" (several checkpoints, grid view,
 comparison table, agreement) and "Batch"; a progress bar, Cancel and a status line at the bottom.
 
-Flow: Run builds a :class:`~napari_segloss.napari._runner.Request` and starts
-:func:`~napari_segloss.napari._runner.run_jobs` in a thread worker; each ``Finished`` event
+Flow: Run builds a :class:`~napari_segloss.napari._runner.Request` and runs
+:func:`~napari_segloss.napari._runner.run_jobs` as a :class:`~napari_segloss.napari._jobs.Job`
+(one thread worker, napari's progress); each ``Finished`` event
 becomes a :class:`~napari_segloss.napari._results.RunResult` and its layers (created or updated
 in place, see :mod:`~napari_segloss.napari._layers`). Moving the threshold re-derives every
 result's arrays and metrics in a worker (debounced) and updates the layers without re-running
-the model.
+the model. When napari drops the dock (``remove_dock_widget``, ``viewer.close()``), a
+:class:`~napari_segloss.napari._lifetime.Lifetime` cancels the jobs and disconnects the viewer's events.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +45,15 @@ from napari_segloss.napari._batch_tab import BatchTab
 from napari_segloss.napari._compare import CompareTab, arrange_grid, restore_grid
 from napari_segloss.napari._inputs import InputsPanel
 from napari_segloss.napari._interpret_tab import InterpretTab
+from napari_segloss.napari._jobs import Job
+from napari_segloss.napari._lifetime import Lifetime
 from napari_segloss.napari._results import Derived, RunResult, agreement, derive, disagreement, slice_metrics
 from napari_segloss.napari._run_tab import RunTab
-from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, start
-from napari_segloss.napari._triton_guard import guard_triton
+from napari_segloss.napari._save_results import SaveResultsButton
+from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, run_jobs
 from napari_segloss.overlays import heatmap, uncertainty
 from napari_segloss.paths import weights_dir
+from napari_segloss.spacing import layer_spacing
 from napari_segloss.threads import apply_thread_policy
 
 _PROGRESS_STEPS = 1000
@@ -66,7 +70,7 @@ class _Job:
     infos: list[CheckpointInfo]
     truth: np.ndarray | None
     results: list[RunResult] = field(default_factory=list)
-    resample: bool = False
+    resample: bool = True
     messages: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
 
@@ -77,7 +81,7 @@ def pixel_size_hint(scale: tuple[float, ...], card_spacing: tuple[float, ...] | 
     A layer scale of 1 in-plane means "pixel size unknown" (PNG, JPG) and gives no hint; so does
     a ratio within [0.75, 4/3].
     """
-    if all(abs(s - 1.0) < 1e-9 for s in scale[-2:]):
+    if layer_spacing(scale) is None:
         return ""
     ratio = pixel_size_ratio(scale, card_spacing)
     if ratio is None or 0.75 <= ratio <= 4.0 / 3.0:
@@ -85,7 +89,7 @@ def pixel_size_hint(scale: tuple[float, ...], card_spacing: tuple[float, ...] | 
     card_mm = math.sqrt(card_spacing[-2] * card_spacing[-1])  # type: ignore[index]
     image_mm = ratio * card_mm
     return (f"The image's pixels ({image_mm:.2g} mm) are {'finer' if ratio < 1 else 'coarser'} than the "
-            f"checkpoint's training pixels ({card_mm:.2g} mm): tick 'Resample to the checkpoint's pixel size' "
+            f"checkpoint's training pixels ({card_mm:.2g} mm): tick 'Bring the scan to the checkpoint's training scale' "
             "to run it at its own scale.")
 
 
@@ -98,7 +102,6 @@ class LossExplorerWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        guard_triton()  # before anything imports torchvision: see _triton_guard
         try:
             apply_thread_policy(interactive=True)  # leave a core to the GUI (napari_segloss.threads)
         except ValueError as exc:
@@ -125,6 +128,8 @@ class LossExplorerWidget(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.progress, 1)
         bottom.addWidget(self.cancel_button)
+        self.save_button = SaveResultsButton(self)  # the current or compared checkpoints, in the input's format
+        bottom.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.inputs)
         layout.addWidget(self.tabs, 1)
@@ -133,9 +138,8 @@ class LossExplorerWidget(QWidget):
 
         self.results: dict[tuple[str, str], RunResult] = {}
         self.compare_sets: dict[str, list[str]] = {}
-        self.worker: Any = None
+        self.worker: Job | None = None  # the run in flight
         self._job: _Job | None = None
-        self._cancel = threading.Event()
         self._grid_hidden: list[Layer] | None = None
         self._threshold_worker: Any = None  # keeps the running re-threshold worker referenced
         self._threshold_generation = 0
@@ -163,6 +167,10 @@ class LossExplorerWidget(QWidget):
         viewer.events.theme.connect(self._apply_theme)
         self._apply_theme()
         self.refresh_checkpoints()
+        self.lifetime = Lifetime(self, viewer)
+        self.lifetime.on_close(self.batch_tab.teardown)
+        self.lifetime.on_close(self._teardown)
+        self.lifetime.track()
 
     # ------------------------------------------------------------------ state and messages
     def refresh_checkpoints(self) -> None:
@@ -246,7 +254,7 @@ class LossExplorerWidget(QWidget):
     def cancel(self) -> None:
         """Ask the running job to stop before its next batch of slices."""
         if self.worker is not None:
-            self._cancel.set()
+            self.worker.cancel()
             self.say("Cancelling…")
 
     def _start(self, mode: str, infos: list[CheckpointInfo]) -> None:
@@ -269,14 +277,15 @@ class LossExplorerWidget(QWidget):
             resample=self.inputs.resample(),
         )
         self._job = _Job(mode, source, list(infos), request.truth, resample=request.resample)
-        self._cancel = threading.Event()
         self.compare_tab.checklist.clear_status()
         for info in infos:
             self.compare_tab.checklist.set_status(info.name, "queued")
         self.progress.setValue(0)
         self.say(f"Starting {len(infos)} checkpoint(s) on '{source.name}'…")
-        self.worker = start(request, self._cancel, yielded=self._on_event, returned=self._on_returned,
-                            errored=self._on_errored, finished=self._on_worker_finished)
+        self.worker = Job(lambda report, cancelled: run_jobs(request, report=report, cancel=cancelled),
+                          description=f"Loss explorer: {len(infos)} checkpoint(s) on {source.name}",
+                          reported=self._on_event, returned=self._on_returned, errored=self._on_errored,
+                          finished=self._on_worker_finished)
         self._validate()
 
     def _on_event(self, event: Started | Progress | Failed | Finished) -> None:
@@ -289,6 +298,8 @@ class LossExplorerWidget(QWidget):
         elif isinstance(event, Progress):
             fraction = (event.index + event.done / max(event.total, 1)) / event.count
             self.progress.setValue(round(fraction * _PROGRESS_STEPS))
+            if self.worker is not None:
+                self.worker.set_fraction(fraction)
             self.compare_tab.checklist.set_status(info.name, f"{100 * event.done // max(event.total, 1)} %")
             self.say(f"Running {where}: {event.done}/{event.total} slice(s) on {self.inputs.device_combo.currentText()}")
         elif isinstance(event, Failed):
@@ -420,6 +431,8 @@ class LossExplorerWidget(QWidget):
         """Re-derive every result at the slider's threshold in a worker, then update layers and metrics."""
         from napari.qt.threading import create_worker
 
+        if self.lifetime.closed:
+            return
         threshold = self.inputs.threshold()
         self._threshold_generation += 1  # also voids a computation in flight for an older threshold
         generation = self._threshold_generation
@@ -561,9 +574,16 @@ class LossExplorerWidget(QWidget):
         """Whether the widget's side-by-side grid is on."""
         return self._grid_hidden is not None
 
+    def _teardown(self) -> None:
+        """Cancel the run in flight and void a pending re-threshold (plain Python: see Lifetime)."""
+        if self.worker is not None:
+            self.worker.detach()
+        self._threshold_generation += 1
+        self.interpret_tab.fine_tune._cancel.set()  # the fine-tune page polls it between steps
+
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
-        """Stop a running job when the widget closes."""
-        self._cancel.set()
+        """Tear down when Qt closes the widget (napari itself never does: see Lifetime)."""
+        self.lifetime.close()
         super().closeEvent(event)
 
 
@@ -581,3 +601,4 @@ def _show_name(layer: Layer) -> None:
     overlay = getattr(layer, "name_overlay", None)
     if overlay is not None:
         overlay.visible = True
+
