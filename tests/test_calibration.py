@@ -175,3 +175,27 @@ def test_write_card_rewrites_only_the_card_and_refuses_other_weights(tiny_checkp
     (tmp_path / "tiny_bce.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
     with pytest.raises(CheckpointError, match="sha256"):
         write_card(card, tmp_path)
+
+
+def test_batch_summary_and_report_show_the_cards_test_ece(tiny_checkpoint_dir, tmp_path) -> None:
+    import shutil
+
+    from napari_segloss.batch import report
+    from napari_segloss.batch.process import CheckpointRef
+    from napari_segloss.checkpoints import read_card, write_card
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_checkpoint_dir / f"tiny_dice{suffix}", tmp_path / f"tiny_dice{suffix}")
+    z, y = _miscalibrated(2 * 8 * 8, seed=11)
+    card = read_card(tmp_path / "tiny_dice.json")
+    card.calibration = cal.calibration_summary(z[:128].reshape(2, 8, 8), y[:128].reshape(2, 8, 8),
+                                               z[:128].reshape(2, 8, 8), y[:128].reshape(2, 8, 8))
+    write_card(card, tmp_path)
+    refs = [CheckpointRef("tiny_dice", "dice", "region", str(tmp_path / "tiny_dice.json")),
+            CheckpointRef("tiny_bce", "bce", "pixel", str(tiny_checkpoint_dir / "tiny_bce.json"))]
+    rows = report.summarize([], refs)
+    assert rows[0]["card_ece"] == pytest.approx(card.calibration["pixels"]["before"]["ece"])
+    assert rows[0]["card_temperature"] == pytest.approx(card.calibration["temperature"])
+    assert np.isnan(rows[1]["card_ece"])  # a card without calibration
+    page = report.render_html(summary=rows, run={}, entries=[], boxplot=None, thumbnails=[], checkpoints=refs)
+    assert "test ECE (card)" in page and f"{rows[0]['card_ece']:.4f}" in page and "n/a" in page

@@ -7,7 +7,9 @@ e.g. Dice of two empty masks, are left out as in ``np.nanmean``). Only rows with
 count, except ``volume_pred``, which every image has. ``units`` says what lengths and sizes are
 measured in: ``mm``, ``px`` (no image of the checkpoint has a known pixel size: metrics.csv's
 ``spacing_mm`` is ``unknown``) or ``mixed`` (the means of lengths and sizes then mix mm and px
-and the HTML/PDF reports do not show them); ``ndim`` is 2 or 3, empty when both occur.
+and the HTML/PDF reports do not show them); ``ndim`` is 2 or 3, empty when both occur;
+``card_ece``, ``card_ece_calibrated`` and ``card_temperature`` are the checkpoint card's test-set
+pixel calibration (NaN when its card has none; see :mod:`napari_segloss.interpret.calibration`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], checkpoints: Sequence[Checkpoin
             "n_images": len(mine),
             "n_with_truth": len(truth),
             **_units(mine),
+            **_card_calibration(ref),
         }
         for key in metrics.METRIC_KEYS:
             source = mine if key == "volume_pred" else truth
@@ -62,6 +65,27 @@ def summarize(rows: Sequence[Mapping[str, Any]], checkpoints: Sequence[Checkpoin
                 row[f"{key}_{stat}"] = value
         summary.append(row)
     return summary
+
+
+def _card_calibration(ref: CheckpointRef) -> dict[str, float]:
+    """``card_temperature``, ``card_ece`` and ``card_ece_calibrated``: the checkpoint card's test-set
+    pixel calibration (:func:`napari_segloss.interpret.calibration.headline`; NaN when not measured)."""
+    from napari_segloss.checkpoints import CheckpointError, read_card
+    from napari_segloss.interpret.calibration import headline
+
+    try:
+        numbers = headline(read_card(ref.path).calibration)
+    except CheckpointError:
+        numbers = headline({})
+    return {"card_temperature": numbers["temperature"], "card_ece": numbers["ece"],
+            "card_ece_calibrated": numbers["ece_calibrated"]}
+
+
+def _ece_cell(row: Mapping[str, Any]) -> str:
+    ece, after, t = row.get("card_ece", math.nan), row.get("card_ece_calibrated", math.nan), row.get("card_temperature", math.nan)
+    if math.isnan(ece):
+        return "n/a"
+    return f"{ece:.4f}" + ("" if math.isnan(after) else f"<br><small>{after:.4f} at T {t:.2f}</small>")
 
 
 def _units(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -203,14 +227,14 @@ def render_html(
         "(PNG/JPG), so distances and sizes are in pixels. All metrics: summary.csv; per image: metrics.csv.</p>",
         "<table><tr><th>checkpoint</th><th>loss</th><th>family</th><th>images</th>"
         + "".join(f"<th>{esc(k)}</th>" for k in metrics.headline_keys())
-        + "</tr>",
+        + "<th>test ECE (card)</th></tr>",
     ]
     for row in summary:
         parts.append(
             f'<tr><td class="l">{esc(row["checkpoint"])}</td><td>{esc(row["loss"])}</td><td>{esc(row["family"])}</td>'
             f'<td>{row["n_with_truth"]} / {row["n_images"]}</td>'
             + "".join(f"<td>{_cell(k, row)}</td>" for k in metrics.headline_keys())
-            + "</tr>"
+            + f"<td>{_ece_cell(row)}</td></tr>"
         )
     parts.append("</table>")
     if boxplot is not None:

@@ -302,3 +302,17 @@ def calibration_summary(val_logits: np.ndarray, val_masks: np.ndarray, test_logi
                 p, target = prob, test_masks
             out[level][when] = calibration_metrics(p, target, n_bins=n_bins)
     return out
+
+
+def headline(calibration: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers tables show from a stored :func:`calibration_summary` (a card's ``calibration``):
+    ``temperature``, pixel ``ece`` / ``ece_calibrated`` and tumour-presence ``slice_ece`` /
+    ``slice_ece_calibrated`` on the test data; NaN for whatever it lacks (e.g. an unmeasured card)."""
+    def get(level: str, when: str) -> float:
+        value = calibration.get(level, {}).get(when, {}).get("ece")
+        return float(value) if value is not None else float("nan")
+
+    temperature = calibration.get("temperature")
+    return {"temperature": float(temperature) if temperature is not None else float("nan"),
+            "ece": get("pixels", "before"), "ece_calibrated": get("pixels", "after"),
+            "slice_ece": get("slices", "before"), "slice_ece_calibrated": get("slices", "after")}
