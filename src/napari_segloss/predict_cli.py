@@ -73,13 +73,14 @@ def _read(path: str, what: str) -> list:
 
 def _truth(path: str, shape: tuple[int, ...]) -> np.ndarray:
     """Boolean ground truth from a mask file (any non-zero label; JPEG thresholded at half range)."""
+    from napari_segloss.io import formats
     from napari_segloss.io.raster import as_labels
 
     scans = _read(path, "mask")
     if len(scans) != 1:
         raise PredictError(f"mask {path} holds {len(scans)} scans; expected one")
     scan = scans[0]
-    labels = as_labels(scan.data, rgb=scan.rgb, lossy=Path(path).suffix.lower() in (".jpg", ".jpeg"))
+    labels = as_labels(scan.data, rgb=scan.rgb, lossy=formats.is_lossy(path))
     if labels.shape != shape:
         raise PredictError(f"mask shape {labels.shape} does not match image shape {shape}")
     return labels > 0
@@ -205,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
                         done[0] = count
 
                     try:
-                        prediction = predict(scan.data, checkpoint, device=device, spacing=scan.spacing,
+                        prediction = predict(scan.data, checkpoint, device=device,
+                                             spacing=known_spacing(scan.spacing, scan.spacing_known),
                                              resample=args.resample, progress=step)
                     except ValueError as exc:
                         raise PredictError(f"{name}: {exc}") from None

@@ -86,13 +86,16 @@ class VolumeSet:
 
 @dataclass
 class Splits:
-    """Train / validation / test slices (and optional test volumes) plus how they were made."""
+    """Train / validation / test slices (optional test volumes and tumour-free test crops) plus how
+    they were made."""
 
     train: SliceSet
     val: SliceSet
     test: SliceSet | None
     volumes: VolumeSet | None
     description: dict[str, Any] = field(default_factory=dict)
+    #: tumour-free test images (e.g. :func:`negative_crops` of real tumour slices), or None
+    negatives: SliceSet | None = None
 
 
 def downsample(image: np.ndarray, factor: int) -> np.ndarray:
@@ -340,6 +343,69 @@ def _labelled_set(folder: Path, rows: Sequence[Any], norm: Mapping[str, Any], de
                     [row.name for row in rows])
 
 
+#: side (pixels) of the tumour-free crops and their least distance (mm) from the tumour
+NEGATIVE_SIDE = 96
+NEGATIVE_MARGIN_MM = 20.0
+
+
+def negative_crop(image: np.ndarray, mask: np.ndarray, spacing: Sequence[float], *, side: int = NEGATIVE_SIDE,
+                  margin_mm: float = NEGATIVE_MARGIN_MM, head_fraction: float = 0.7,
+                  stride: int = 8) -> tuple[slice, slice] | None:
+    """A ``side x side`` window of a tumour slice that shows head, not tumour; None if there is none.
+
+    Every pixel of the window lies at least ``margin_mm`` from the tumour, and at least
+    ``head_fraction`` of it is head (the filled largest component of ``image > 0.1`` on the
+    normalised intensities); of the windows on a ``stride`` grid, the one with the most head
+    wins (the first on a tie). Real data has no tumour-free slices; these crops are its
+    negatives (the false-alarm rate of a checkpoint is the share of them with any predicted pixel).
+    """
+    height, width = mask.shape
+    if height < side or width < side:
+        return None
+    labels, count = ndimage.label(image > 0.1)
+    if not count:
+        return None
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    head = ndimage.binary_fill_holes(labels == largest)
+    near = ndimage.distance_transform_edt(~mask, sampling=tuple(float(v) for v in spacing)) < margin_mm
+    sums = {}
+    for name, field_ in (("head", head), ("near", near)):
+        table = np.zeros((height + 1, width + 1))
+        table[1:, 1:] = np.cumsum(np.cumsum(field_, axis=0), axis=1)
+        sums[name] = table
+    tops = np.arange(0, height - side + 1, stride)
+    lefts = np.arange(0, width - side + 1, stride)
+    t, lft = np.meshgrid(tops, lefts, indexing="ij")
+
+    def window_sum(table: np.ndarray) -> np.ndarray:
+        return table[t + side, lft + side] - table[t, lft + side] - table[t + side, lft] + table[t, lft]
+
+    head_share = window_sum(sums["head"]) / side**2
+    valid = (window_sum(sums["near"]) == 0) & (head_share >= head_fraction)
+    if not valid.any():
+        return None
+    best = np.unravel_index(np.argmax(np.where(valid, head_share, -1.0)), valid.shape)
+    top, left = int(tops[best[0]]), int(lefts[best[1]])
+    return slice(top, top + side), slice(left, left + side)
+
+
+def negative_crops(split: SliceSet, **kwargs: Any) -> SliceSet:
+    """The :func:`negative_crop` of every slice of ``split`` that has one (kind ``"none"``, name
+    ``<slice>_negative``); keyword arguments go to :func:`negative_crop`."""
+    images, masks, spacing, names = [], [], [], []
+    for image, mask, sp, name in zip(split.images, split.masks, split.spacing, split.names):
+        window = negative_crop(image, mask, sp, **kwargs)
+        if window is not None:
+            images.append(image[window])
+            masks.append(mask[window])
+            spacing.append(sp)
+            names.append(f"{name}_negative")
+    side = int(kwargs.get("side", NEGATIVE_SIDE))
+    return SliceSet(np.stack(images) if images else np.zeros((0, side, side), np.float32),
+                    np.stack(masks) if masks else np.zeros((0, side, side), bool),
+                    np.asarray(spacing, dtype=np.float64).reshape(-1, 2), [NO_TUMOUR] * len(images), names)
+
+
 def fold_splits(
     folder: str | Path,
     *,
@@ -382,15 +448,19 @@ def fold_splits(
     train = _labelled_set(folder, train_rows, norm, default_mm)
     val = _labelled_set(folder, val_rows, norm, default_mm)
     test = _labelled_set(folder, test_rows, norm, default_mm) if test_rows else None
+    negatives = negative_crops(test) if test is not None else None
     description = {
         "source": "labelled folder", "dataset": describe(folder, rows),
         "folds": {"train": list(train_folds), "val": list(val_folds) or f"last {val_fraction:.0%} of each training fold",
                   "test": list(test_folds)},
-        "counts": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0},
+        "counts": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0,
+                   "test_negatives": len(negatives) if negatives is not None else 0},
+        "negatives": (f"{NEGATIVE_SIDE}x{NEGATIVE_SIDE}-pixel crops of the test slices, every pixel at least "
+                      f"{NEGATIVE_MARGIN_MM:g} mm from the tumour, at least 70% head (train.data.negative_crop)"),
         "shape": list(train.images.shape[-2:]), "pixel_mm": default_mm,
         "n_unknown_pixel_size": len(rows) - len(known), "normalization": norm,
     }
-    return Splits(train, val, test, None, description)
+    return Splits(train, val, test, None, description, negatives)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ DEFINITION = (
     "of the thresholded prediction (probability >= 0.5) at the data's native resolution; a missed tumour "
     "counts as Dice 0. IoU, sensitivity, specificity, precision and HD95 (mm) are averaged over the same "
     "slices (undefined cases, e.g. HD95 of an empty prediction, are left out and counted in n_undefined). "
-    "False alarms are reported separately on the tumour-free slices: empty_slice_false_positives = number "
-    "of such slices with any predicted pixel, empty_slice_fp_area_mm2 = mean predicted area there. ci95 = "
+    "False alarms are reported separately on the tumour-free test images (tumour-free slices; for real data, "
+    "which has none, crops of the test slices far from the tumour: see the card's data.negatives): "
+    "empty_slice_false_positives = number of such images with any predicted pixel, empty_slice_fp_rate its "
+    "share, empty_slice_fp_area_mm2 = mean predicted area there. ci95 = "
     "percentile bootstrap 95% intervals over test images. Size classes small/medium/large = tertiles of the "
     "tumour area (mm^2) of the fixed test slices (size_thresholds_mm2). volumes = the same metrics on whole "
     "3-D test volumes predicted slice by slice."
@@ -152,7 +154,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, 
 
 def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device = "cpu",
              seed: int = 0) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """Evaluate on ``splits.test`` slices and ``splits.volumes`` (both may be ``None``).
+    """Evaluate on ``splits.test`` slices (with ``splits.negatives``, tumour-free test images, when
+    present) and ``splits.volumes`` (each may be ``None``).
 
     Returns ``(test_metrics, rows)``: the card's ``test_metrics`` (2-D slice metrics at the top
     level, ``"volumes"`` for 3-D, ``"definition"`` in words) and the per-image rows
@@ -167,6 +170,13 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
         rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
         for row, name in zip(rows["slices"], test.names):
             row["name"] = name
+        negatives = getattr(splits, "negatives", None)
+        if negatives is not None and len(negatives):
+            prob = probabilities(model, negatives.images, device=device)
+            extra = score_slices(prob, negatives.masks, negatives.spacing, negatives.kinds, thresholds)
+            for row, name in zip(extra, negatives.names):
+                row["name"] = name
+            rows["slices"] += extra
         metrics["definition"] = DEFINITION
         metrics.update(aggregate(rows["slices"], seed=seed))
         metrics["size_thresholds_mm2"] = thresholds
