@@ -196,6 +196,10 @@ def test_missing_inputs_and_checkpoints(tiny_registry, scan, tmp_path, capsys):
     assert main(["batch", str(scan.parent), "--checkpoint", str(tmp_path / "gone.json"), "--out",
                  str(tmp_path / "r.zip"), "--quiet"]) == 5
     _one_error_line(capsys, "batch")
+    fifo = tmp_path / "cohort.zip"
+    os.mkfifo(fifo)  # opening it would block forever
+    assert main(["batch", str(fifo), "--out", str(tmp_path / "r.zip"), "--quiet"]) == 3
+    assert "not a regular file" in _one_error_line(capsys, "batch")
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.zip").exists()
 
 

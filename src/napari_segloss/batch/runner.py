@@ -182,8 +182,10 @@ def _open_input(source: Path, workdir: Callable[[], Path]) -> Discovery:
         raise BatchInputError(f"{shown}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
         return _printable(discover(source))
+    if not stat.S_ISREG(mode):  # never open a FIFO or a device: reading it may block forever
+        raise BatchInputError(f"{shown}: not a regular file or folder; refused")
     try:
-        is_zip = stat.S_ISREG(mode) and zipfile.is_zipfile(source)  # never open a FIFO or device
+        is_zip = zipfile.is_zipfile(source)
     except OSError as exc:
         raise BatchInputError(f"{shown}: {exc.strerror or exc}") from None
     if is_zip:
