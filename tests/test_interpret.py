@@ -3,6 +3,8 @@ closed forms, size response, confidence histograms, fine-tuning (headless, small
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from napari_segloss.interpret import (
     response_curves,
     save_fine_tuned,
     size_response,
+    user_checkpoint_dir,
 )
 from napari_segloss.interpret.maps import WEIGHTED_BCE, decomposes
 
@@ -309,16 +312,22 @@ def test_fine_tune_improves_dice_and_saves_a_listed_checkpoint(tiny_registry, gl
     assert tuned["parent"] == "tiny_dice" and tuned["parent_sha256"] == load("tiny_dice").card.weights_sha256
     assert card.loss == "dice" and card.family == "region" and card.history[-1]["step"] == 30
 
-    out = tmp_path / "user_checkpoints"
+    out = tmp_path / "own_checkpoints"
     monkeypatch.setenv("NAPARI_SEGLOSS_CHECKPOINTS", str(tiny_registry))
+    environment = dict(os.environ)
     path = save_fine_tuned(model, card, out)
     assert path == out / "tiny_dice_ft.safetensors"
-    assert "tiny_dice_ft" in [i.name for i in list_checkpoints()]
-    probability = predict(glioma.image, "tiny_dice_ft", device="cpu").probability
+    assert dict(os.environ) == environment  # configuration is passed, never put into the environment
+    assert "tiny_dice_ft" not in [i.name for i in list_checkpoints()]  # another folder: listed when named
+    assert "tiny_dice_ft" in [i.name for i in list_checkpoints([out])]
+    probability = predict(glioma.image, str(path), device="cpu").probability
     dice = compute(probability >= 0.5, glioma.mask)["dice"]
     assert dice == pytest.approx(tuned["fit_dice_after"], abs=0.02)
     with pytest.raises(FileExistsError):
         save_fine_tuned(model, card, out)
+    saved = save_fine_tuned(model, card)  # the user folder, which the registry always searches
+    assert saved.parent == user_checkpoint_dir() and dict(os.environ) == environment
+    assert next(i for i in list_checkpoints() if i.name == "tiny_dice_ft").path.parent == user_checkpoint_dir()
 
 
 def test_fine_tune_cancel_and_synthetic_mix(tiny_registry, glioma, tmp_path, monkeypatch):

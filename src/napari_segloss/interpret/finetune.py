@@ -19,9 +19,10 @@ the parent's card says over the whole image or volume, split into slices, and re
 a multiple of 32 pixels (at least 64); the Dice reported is that of the unpadded slices.
 
 Where checkpoints go: ``~/.napari-segloss/checkpoints`` (:func:`user_checkpoint_dir`) unless a
-folder is given. Saving adds the folder to ``NAPARI_SEGLOSS_CHECKPOINTS`` for this process, so
-:func:`napari_segloss.checkpoints.list_checkpoints` (and the widget's picker) list it at once;
-for later sessions add the folder to that variable.
+folder is given. The registry always searches the user folder, so
+:func:`napari_segloss.checkpoints.list_checkpoints` (and the widget's picker) list a checkpoint
+saved there at once; for another folder pass it (``list_checkpoints([folder])``), predict by path,
+or add it to ``NAPARI_SEGLOSS_CHECKPOINTS``. Nothing here changes the process environment.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_segloss.checkpoints import CHECKPOINTS_ENV, LoadedCheckpoint, ModelCard, list_checkpoints, load, save_checkpoint
+from napari_segloss.checkpoints import LoadedCheckpoint, ModelCard, list_checkpoints, load, save_checkpoint
 from napari_segloss.losses import build, info, resolve
 from napari_segloss.models import SIZE_MULTIPLE, forward_with_features, resolve_device
 from napari_segloss.paths import user_checkpoint_dir
@@ -85,14 +86,6 @@ class _Pool:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def register_checkpoint_dir(directory: str | os.PathLike) -> None:
-    """Append ``directory`` to ``NAPARI_SEGLOSS_CHECKPOINTS`` of this process (once)."""
-    entries = [p for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
-    target = Path(directory).expanduser().resolve()
-    if not any(Path(p).expanduser().resolve() == target for p in entries):
-        os.environ[CHECKPOINTS_ENV] = os.pathsep.join([*entries, str(target)])
 
 
 def _as_list(arrays: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -340,13 +333,14 @@ def _card(parent: ModelCard, name: str, loss_name: str, loss_args: dict[str, Any
 
 def save_fine_tuned(model: torch.nn.Module, card: ModelCard, directory: str | os.PathLike | None = None, *,
                     overwrite: bool = False) -> Path:
-    """Save a fine-tuned checkpoint so that ``list_checkpoints`` lists it.
+    """Save a fine-tuned checkpoint (``list_checkpoints()`` lists it when saved to the user folder).
 
     Args:
-        directory: target folder (default :func:`user_checkpoint_dir`); added to
-            ``NAPARI_SEGLOSS_CHECKPOINTS`` for this process.
+        directory: target folder (default :func:`user_checkpoint_dir`, which the registry always
+            searches; another folder is listed by ``list_checkpoints([directory])``).
         overwrite: replace a checkpoint of the same name in ``directory``. A name already used
-            by another listed checkpoint (which would shadow or be shadowed) is always refused.
+            by another checkpoint listed with ``directory`` (which would shadow or be shadowed) is
+            always refused.
     Returns:
         the ``.safetensors`` path.
     """
@@ -354,9 +348,8 @@ def save_fine_tuned(model: torch.nn.Module, card: ModelCard, directory: str | os
     own = folder / f"{card.name}.json"
     if own.exists() and not overwrite:
         raise FileExistsError(f"{own} exists; choose another name or pass overwrite=True")
-    clash = next((i for i in list_checkpoints() if i.name == card.name and i.path.resolve() != own.resolve()), None)
+    listed = list_checkpoints([folder])
+    clash = next((i for i in listed if i.name == card.name and i.path.resolve() != own.resolve()), None)
     if clash is not None:
         raise FileExistsError(f"checkpoint name {card.name!r} is already used by {clash.path}")
-    path = save_checkpoint(model, card, folder)
-    register_checkpoint_dir(folder)
-    return path
+    return save_checkpoint(model, card, folder)
