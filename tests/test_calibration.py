@@ -199,3 +199,39 @@ def test_batch_summary_and_report_show_the_cards_test_ece(tiny_checkpoint_dir, t
     assert np.isnan(rows[1]["card_ece"])  # a card without calibration
     page = report.render_html(summary=rows, run={}, entries=[], boxplot=None, thumbnails=[], checkpoints=refs)
     assert "test ECE (card)" in page and f"{rows[0]['card_ece']:.4f}" in page and "n/a" in page
+
+
+def test_results_page_tabulates_plots_and_ranks_from_the_cards(tiny_checkpoint_dir, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from napari_segloss.checkpoints import load, read_card
+    from napari_segloss.train import results
+
+    cards = []
+    for k, name in enumerate(("tiny_dice", "tiny_focal", "tiny_bce")):
+        card = read_card(tiny_checkpoint_dir / f"{name}.json").to_dict()
+        z, y = _miscalibrated(2 * 8 * 8, seed=20 + k, temperature=1.0 + k)
+        z, y = z.reshape(2, 8, 8), y.reshape(2, 8, 8)
+        card["calibration"] = cal.calibration_summary(z, y, z, y) if k < 2 else {}
+        card["test_metrics"] = {"dice": 0.5 - 0.1 * k}
+        cards.append(card)
+    text = results.table(cards, {})
+    row = next(line for line in text.splitlines() if "| tiny_focal |" in line)
+    numbers = cal.headline(cards[1]["calibration"])
+    assert f"{numbers['ece']:.4f} → {numbers['ece_calibrated']:.4f} ({numbers['temperature']:.2f})" in row
+    assert "n/a → n/a (n/a)" in next(line for line in text.splitlines() if "| tiny_bce |" in line)
+    assert results.reliability_figure(cards, tmp_path / "rel.png").stat().st_size > 1000
+    assert results.reliability_figure([cards[2]], tmp_path / "none.png") is None
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((5, 64, 64), bool)
+    masks[:4, 20:40, 20:40] = True
+    test = SimpleNamespace(images=rng.normal(size=(5, 64, 64)).astype(np.float32), masks=masks,
+                           spacing=np.ones((5, 2)), kinds=["glioma"] * 5, names=[f"s{i}" for i in range(5)])
+    models = {c["name"]: load(tiny_checkpoint_dir / f"{c['name']}.json") for c in cards}
+    curves = results.landscapes(models, test, steps=3)
+    assert set(curves) == set(models) and set(curves["tiny_bce"].values) == {"own", "dice", "bce"}
+    assert results.landscape_figure(curves, cards, tmp_path / "land.png").stat().st_size > 1000
+    notes = results.calibration_findings(cards, curves)
+    hottest = max(cards[:2], key=lambda c: c["calibration"]["temperature"])["name"]
+    assert hottest in notes[0] and "Flattest" in notes[2]

@@ -3,8 +3,9 @@
 The table (sorted by test Dice) comes from the cards; the paired comparison against the plain
 Dice checkpoint needs per-image scores, so every checkpoint is re-run on the fixed test set
 (:func:`per_image_scores`) -- the same numbers :mod:`~napari_segloss.train.evaluate` recorded.
-Figures (matplotlib, Agg): loss/Dice curves of every checkpoint, and a grid of the same test
-slices predicted by every checkpoint (TP/FP/FN colours of :mod:`napari_segloss.overlays`).
+Figures (matplotlib, Agg): loss/Dice curves of every checkpoint, a grid of the same test
+slices predicted by every checkpoint (TP/FP/FN colours of :mod:`napari_segloss.overlays`), the
+cards' reliability diagrams per loss family and 1-D loss landscapes of every checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_segloss.interpret.calibration import Reliability, headline
 from napari_segloss.train.evaluate import THRESHOLD, paired_difference, probabilities
 
 #: the reference checkpoint of the paired comparison
@@ -82,20 +84,23 @@ def table(cards: Sequence[Mapping[str, Any]], paired: Mapping[str, Mapping[str, 
 
     scores = [(name, key) for name, key in card_scores().items() if key != "dice"]  # the registry's card keys
     head = ("| # | loss | family | test Dice [95% CI] | " + "".join(f"{name} | " for name, _ in scores)
-            + "false alarms | 3D Dice | ΔDice vs dice (2D) | ΔDice vs dice (3D) | train s |\n"
-            + "|---" * (len(scores) + 9) + "|\n")
+            + "false alarms | 3D Dice | ΔDice vs dice (2D) | ΔDice vs dice (3D) | ECE px → after T (T) | "
+            "slice ECE → after T | train s |\n"
+            + "|---" * (len(scores) + 11) + "|\n")
     lines = []
     for rank, card in enumerate(sorted(cards, key=dice, reverse=True), 1):
         m = card["test_metrics"]
         p = paired.get(card["name"], {})
         vol = m.get("volumes", {})
         seconds = sum(h.get("seconds") or 0.0 for h in card["history"])
+        cal = headline(card.get("calibration") or {})
         lines.append(
             f"| {rank} | {card['name']} | {card['family']} | {_fmt(m.get('dice'))}{_ci(m.get('ci95', {}).get('dice'))} | "
             + "".join(f"{format_value(key, m.get(name))} | " for name, key in scores) +
             f"{m.get('empty_slice_false_positives', 'n/a')}/{m.get('n_tumour_free', 'n/a')} | "
             f"{_fmt(vol.get('dice'))} | {_diff(p.get('dice_slices'))} | {_diff(p.get('dice_volumes'))} | "
-            f"{seconds:.0f} |"
+            f"{_fmt(cal['ece'], 4)} → {_fmt(cal['ece_calibrated'], 4)} ({_fmt(cal['temperature'], 2)}) | "
+            f"{_fmt(cal['slice_ece'])} → {_fmt(cal['slice_ece_calibrated'])} | {seconds:.0f} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -150,6 +155,104 @@ def curves_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def reliability_figure(cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """One panel per loss family: every checkpoint's test-set pixel reliability diagram (15
+    equal-width bins, before temperature) from its card; None when no card has a calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from napari_segloss.interpret.plots import plot_reliability
+
+    measured = [c for c in cards if (c.get("calibration") or {}).get("pixels")]
+    if not measured:
+        return None
+    families = [f for f in ("pixel", "region", "boundary", "compound") if any(c["family"] == f for c in measured)]
+    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families), 3.9), squeeze=False,
+                             constrained_layout=True)
+    for ax, family in zip(axes[0], families):
+        mine = sorted((c for c in measured if c["family"] == family), key=lambda c: c["name"])
+        curves = {c["name"]: Reliability.from_dict(c["calibration"]["pixels"]["before"]["reliability"]["width"])
+                  for c in mine}
+        ax.set_prop_cycle(None)
+        plot_reliability(ax, curves, f"{family} losses (test pixels)")
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def landscapes(checkpoints: Mapping[str, Any], test: Any, *, steps: int = 11, span: float = 1.0,
+               seed: int = 0) -> dict[str, Any]:
+    """1-D :func:`napari_segloss.interpret.landscape.checkpoint_landscape` of every checkpoint (name ->
+    card path or ``LoadedCheckpoint``; its own loss, Dice and BCE) on the same fixed batch: the first
+    four test slices of :func:`pick_grid_slices`."""
+    from napari_segloss.interpret.landscape import checkpoint_landscape
+
+    idx = pick_grid_slices(test)[:4]
+    images, masks = test.images[idx], test.masks[idx]
+    spacing = tuple(float(v) for v in np.median(test.spacing[idx], axis=0))
+    return {name: checkpoint_landscape(checkpoint, images, masks, normalized=True, spacing=spacing, steps=steps,
+                                       span=span, seed=seed) for name, checkpoint in checkpoints.items()}
+
+
+def landscape_figure(curves: Mapping[str, Any], cards: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Small multiples, one per checkpoint (sorted by test Dice): own loss, Dice and BCE along one
+    filter-normalised direction, each minus its value at the checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from napari_segloss.interpret.plots import SERIES_COLORS
+
+    order = [c["name"] for c in sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
+             if c["name"] in curves]
+    cols = 6
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.9 * rows), squeeze=False, sharex=True,
+                             constrained_layout=True)
+    for ax, name in zip(axes.ravel(), order):
+        land = curves[name]
+        for label, color in zip(land.values, SERIES_COLORS):
+            ax.plot(land.alphas, land.values[label] - land.origin[label], color=color, lw=1.2, label=label)
+        ax.set_title(name, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(order):]:
+        ax.set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, ["own loss" if lab == "own" else lab for lab in labels], loc="outside upper center", ncol=3,
+               fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def calibration_findings(cards: Sequence[Mapping[str, Any]], curves: Mapping[str, Any] | None = None) -> list[str]:
+    """Markdown bullets generated from the cards (and the 1-D landscapes): the most over- and
+    under-confident checkpoints (temperature), and the flattest and sharpest minima measured by the
+    rise of the Dice loss at the two ends of the curve (bounded in [0, 1], so it compares across losses)."""
+    from napari_segloss.interpret.landscape import landscape_sharpness
+
+    out = []
+    temps = sorted(((headline(c.get("calibration") or {})["temperature"], c["name"]) for c in cards),
+                   reverse=True)
+    temps = [(t, n) for t, n in temps if np.isfinite(t)]
+    if temps:
+        over = [f"{n} (T {t:.2f})" for t, n in temps[:5] if t > 1]
+        under = [f"{n} (T {t:.2f})" for t, n in temps[::-1][:5] if t < 1]
+        out.append(f"- **Over-confident** (temperature > 1 softens them most): {', '.join(over) or 'none'}.")
+        out.append(f"- **Under-confident** (temperature < 1 sharpens them): {', '.join(under) or 'none'}.")
+    if curves:
+        rise = sorted((landscape_sharpness(land, "dice"), name) for name, land in curves.items() if "dice" in land.values)
+        out.append("- **Flattest minima** (smallest Dice-loss rise at ±1 filter norm): "
+                   + ", ".join(f"{n} ({r:+.3f})" for r, n in rise[:5]) + ".")
+        out.append("- **Sharpest minima**: " + ", ".join(f"{n} ({r:+.3f})" for r, n in rise[::-1][:5]) + ".")
+    return out
 
 
 def pick_grid_slices(test: Any, n: int = 5) -> list[int]:
@@ -284,6 +387,10 @@ def write_report(weights: str | Path, out_dir: str | Path) -> Path:
                        out_dir / "results_grid.png")
     minutes = sum(h.get("seconds") or 0.0 for c in cards for h in c["history"]) / 60
     notes = findings(cards)
+    reliability = reliability_figure(cards, out_dir / "results_reliability.png")
+    curves_1d = landscapes({card["name"]: path for card, path in zip(cards, paths)}, splits.test)
+    landscape = landscape_figure(curves_1d, cards, out_dir / "results_landscapes.png")
+    calibration_notes = calibration_findings(cards, curves_1d)
     text = "\n".join([
         "# Results: one network, one recipe, one loss at a time",
         "",
@@ -327,6 +434,24 @@ def write_report(weights: str | Path, out_dir: str | Path) -> Path:
         "tumour-free slice (any colour there is a false alarm).",
         "",
         f"![grid of predictions]({grid.name})",
+        "",
+        "## Calibration and loss landscapes",
+        "",
+        "What the loss does to the probabilities: reliability diagrams of the test pixels (15 equal-width bins, "
+        "before the post-hoc temperature; the diagonal is perfect calibration), one panel per loss family, "
+        "from the cards' `calibration` (`scripts/make_calibration.py`; definitions in "
+        "`napari_segloss.interpret.calibration`). The ECE columns above give the pixel and tumour-presence "
+        "ECE before → after the temperature T fitted on the validation slices.",
+        "",
+        f"![reliability per family]({reliability.name})" if reliability else "No card has a calibration yet.",
+        "",
+        "And around each minimum: the checkpoint's own loss, Dice and BCE along one filter-normalised random "
+        "direction (Li et al., NeurIPS 2018; seed 0, the same four test slices), each minus its value at "
+        "the checkpoint; x = step in units of each filter's own norm.",
+        "",
+        f"![1-D loss landscapes]({landscape.name})",
+        "",
+        "\n".join(calibration_notes),
         "",
     ])
     report = out_dir / "results.md"
