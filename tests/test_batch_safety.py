@@ -1,7 +1,8 @@
 """Batch robustness (issue #20, class 4): a bad item (any exception, native ``BaseException``
 panics included) fails alone and the run goes on, Ctrl-C still stops it; non-UTF-8 file names
 survive into the result; names that collide get distinct items; the manifest says exactly what
-ran; a requested checkpoint that ran on no image makes the exit status 1."""
+ran; a requested checkpoint that ran on no image makes the exit status 1; a result ZIP that
+another run publishes meanwhile is never replaced."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from napari_segloss.batch import process, runner
 from napari_segloss.cli import main
 from napari_segloss.data.synthetic import generate_slice
 from napari_segloss.io.writers import write_dicom_series
+from napari_segloss.outputs import OutputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,3 +163,29 @@ def test_a_processed_member_is_not_marked_skipped_by_its_duplicate(dice, tmp_pat
     assert [r["image"] for r in result.rows] == ["dup"]
     statuses = sorted(row["status"] for row in _read(result.out, "manifest.csv") if row["path"] == "dup.png")
     assert statuses == ["skipped", "unpaired"]  # the one processed, the duplicate refused
+
+
+def test_a_result_zip_that_appears_or_changes_meanwhile_is_kept(cohort, dice, tmp_path, monkeypatch):
+    out = tmp_path / "out.zip"
+    real = runner.read_sample
+    meanwhile: list[bytes] = []
+
+    def another_run_publishes(item):
+        if not meanwhile:
+            meanwhile.append(other.read_bytes())
+            os.replace(other, out)  # another run's finished result lands at out
+        return real(item)
+
+    other = batch.run_batch(cohort, [dice], tmp_path / "other.zip", device="cpu").out
+    monkeypatch.setattr(runner, "read_sample", another_run_publishes)
+    with pytest.raises(OutputError, match="appeared"):
+        batch.run_batch(cohort, [dice], out, device="cpu")
+    assert out.read_bytes() == meanwhile[0]
+
+    previous = out.read_bytes()  # now a previous result: --overwrite may replace it, unless it changes
+    other = batch.run_batch(cohort, [dice], tmp_path / "other.zip", device="cpu", threshold=0.25).out
+    meanwhile.clear()
+    with pytest.raises(OutputError, match="changed while this run was working"):
+        batch.run_batch(cohort, [dice], out, device="cpu", overwrite=True)
+    assert out.read_bytes() == meanwhile[0] != previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort", "out.zip"]  # no temporary files
