@@ -25,7 +25,6 @@ from napari_segloss.batch.errors import FATAL, describe
 from napari_segloss.batch.samples import Sample
 from napari_segloss.inference import InferenceCancelled, Prediction, predict, predict_many
 from napari_segloss.io.seg import SegmentResult, seg_bytes
-from napari_segloss.models import resolve_device
 from napari_segloss.spacing import known_spacing, spacing_text
 
 #: the outputs written per sample and checkpoint (the difference overlay needs ground truth)
