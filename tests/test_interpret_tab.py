@@ -189,3 +189,39 @@ def test_landscape_page_refuses_an_unknown_loss(tab, qtbot):
     page.compare.setText("dice, not_a_loss")
     page.button.click()
     assert page.worker is None and "not_a_loss" in page.status.text()
+
+
+def test_compare_gives_an_uncertainty_layer_and_heatmaps_follow_the_calibration_box(make_napari_viewer, tiny_registry,
+                                                                                   qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_segloss.data import generate_slice
+    from napari_segloss.interpret.calibration import rescale_probability
+    from napari_segloss.overlays import uncertainty
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Loss explorer")
+    sample = generate_slice(7, 96, tumour="glioma")
+    image = viewer.add_image(sample.image, name="scan", scale=sample.spacing)
+    viewer.add_labels(sample.mask.astype(np.uint8), name="truth", scale=sample.spacing)
+    w.show_page(w.compare_tab)
+    w.compare_tab.checklist.all_box.setChecked(True)
+    qtbot.mouseClick(w.compare_tab.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    key = _layers.source_key(image)
+    results = [r for (source, _), r in w.results.items() if source == key]
+    assert len(results) == 3
+    layer = _layers.find(viewer, key, _layers.ALL_CHECKPOINTS, _layers.UNCERTAINTY_ROLE)
+    assert layer is not None and not layer.visible
+    np.testing.assert_allclose(layer.data, uncertainty([r.probability for r in results]), atol=1e-6)
+
+    result = results[0]
+    result.card.calibration = {"temperature": 3.0}
+    masks = {r.checkpoint: _layers.find(viewer, key, r.checkpoint, "prediction").data.copy() for r in results}
+    w.interpret_tab.calibration.calibrated.setChecked(True)
+    heat = _layers.find(viewer, key, result.checkpoint, "probability")
+    np.testing.assert_allclose(heat.data, rescale_probability(result.probability, 3.0), atol=1e-6)
+    for r in results:
+        np.testing.assert_array_equal(_layers.find(viewer, key, r.checkpoint, "prediction").data, masks[r.checkpoint])
+    w.interpret_tab.calibration.calibrated.setChecked(False)
+    np.testing.assert_allclose(heat.data, result.probability, atol=1e-6)
