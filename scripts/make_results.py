@@ -1,7 +1,9 @@
-"""Write ``docs/results.md`` and its two figures from the checkpoints in ``weights/``.
+"""Write ``docs/results.md`` and its figures from the checkpoints in ``weights/``.
 
 Usage: ``python scripts/make_results.py [--weights weights] [--out docs]``. Every checkpoint is
-re-run on the fixed synthetic test set (a minute or two on CPU) for the paired comparisons.
+re-run on the fixed synthetic test set for the paired comparisons and its 1-D loss landscape
+(a few minutes on CPU); the calibration columns and reliability panels come from the cards (run
+``scripts/make_calibration.py`` first).
 """
 
 from __future__ import annotations
