@@ -480,6 +480,38 @@ def test_triton_guard_only_with_an_llvm_gl_driver(tmp_path, monkeypatch):
     assert not _triton_guard.guard_triton()  # already decided
 
 
+_ACTIVATION_PROBE = """
+import sys
+import napari
+import npe2
+viewer = napari.Viewer(show=False)  # loads the GL driver (Mesa's llvmpipe under Xvfb)
+assert "triton" not in sys.modules
+npe2.PluginManager.instance().activate("napari-segloss")
+import segmentation_models_pytorch  # imports torch._dynamo, which tries Triton
+print("triton" in sys.modules, sys.modules.get("triton"))
+"""
+
+
+def test_the_triton_guard_runs_once_at_plugin_activation():
+    """The manifest's on_activate applies the guard (no widget built); importing smp afterwards
+    does not crash the process (without it: a segmentation fault under llvmpipe)."""
+    import subprocess
+    import sys
+
+    from npe2 import PluginManifest
+
+    from napari_segloss.napari import _interpret_tab
+
+    manifest = PluginManifest.from_distribution(PLUGIN)
+    assert manifest.on_activate == "napari_segloss.napari:activate"
+    assert "guard_triton" not in vars(_interpret_tab)  # no call site left in the widgets
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "xcb")}
+    done = subprocess.run([sys.executable, "-c", _ACTIVATION_PROBE], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["True", "None"]
+
+
 
 def _held_run(monkeypatch, seen_cancel: threading.Event):
     """Make inference hold after its first batch until cancelled (records that it saw the cancel)."""

@@ -58,7 +58,6 @@ from napari_segloss import losses
 from napari_segloss.checkpoints import CheckpointInfo, list_checkpoints
 from napari_segloss.napari import _layers
 from napari_segloss.napari._checkpoint_pickers import CheckpointCombo
-from napari_segloss.napari._triton_guard import guard_triton
 
 #: tag role of the loss-map layers
 LOSS_MAP_ROLE = "loss map"
@@ -558,7 +557,6 @@ class InterpretTab(QWidget):
 
     def __init__(self, viewer: napari.Viewer, inputs: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        guard_triton()
         self.loss_map = LossMapPage(viewer, inputs)
         self.response = ResponsePage(viewer, inputs)
         self.confidence = ConfidencePage(viewer, inputs)
