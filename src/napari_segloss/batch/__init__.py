@@ -13,14 +13,16 @@ Modules, one job each: :mod:`~napari_segloss.batch.archive` (safe ZIP extraction
 from napari_segloss.batch.archive import ArchiveError, safe_extract
 from napari_segloss.batch.cases import CaseData, load_case
 from napari_segloss.batch.pairing import Discovery, Entry, Item, discover
-from napari_segloss.batch.errors import BatchCancelled, BatchError
+from napari_segloss.batch.errors import BatchCancelled, BatchCheckpointError, BatchError, BatchInputError
 from napari_segloss.batch.process import CheckpointRef, Job, process_chunk
 from napari_segloss.batch.runner import BatchProgress, BatchResult, Case, resolve_checkpoints, run_batch
 
 __all__ = [
     "ArchiveError",
     "BatchCancelled",
+    "BatchCheckpointError",
     "BatchError",
+    "BatchInputError",
     "BatchProgress",
     "BatchResult",
     "Case",
