@@ -225,3 +225,20 @@ def test_compare_gives_an_uncertainty_layer_and_heatmaps_follow_the_calibration_
         np.testing.assert_array_equal(_layers.find(viewer, key, r.checkpoint, "prediction").data, masks[r.checkpoint])
     w.interpret_tab.calibration.calibrated.setChecked(False)
     np.testing.assert_allclose(heat.data, result.probability, atol=1e-6)
+
+
+def test_calibration_page_draws_the_cards_test_curves(tab):
+    from napari_segloss.interpret.calibration import calibration_summary, reliability
+
+    viewer, widget = tab
+    page = widget.calibration
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, (2, 8, 8))
+    y = rng.random(z.shape) < 1 / (1 + np.exp(-z / 2))
+    stored = calibration_summary(z, y, z, y)
+    page.draw("tiny_dice", "scan", {"as trained": reliability(1 / (1 + np.exp(-z)), y)}, stored)
+    left, right = page.canvas.figure.axes
+    assert len(right.get_lines()) == 3  # diagonal, as trained, calibrated
+    assert f"temperature {stored['temperature']:.2f}" in page.status.text()
+    page.draw("tiny_dice", "scan", {}, {})
+    assert "no calibration" in page.status.text()

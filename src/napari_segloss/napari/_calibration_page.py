@@ -100,13 +100,12 @@ class CalibrationPage(_Page):
         truth = self.truth()
         shown = np.asarray(layer.data)
         temperature = calibration.get("temperature")
-        raw = shown if not (self.calibrated.isChecked() and temperature) else None
+        undo = 1.0 / temperature if (self.calibrated.isChecked() and temperature) else None
 
         def run() -> dict[str, Reliability]:
             if truth is None:
                 return {}
-            if raw is None:  # the layer shows calibrated values: undo T for the "as trained" curve
-                return {f"calibrated (T={temperature:.2f})": reliability(shown, truth)}
+            raw = shown if undo is None else rescale_probability(shown, undo)  # the layer shows calibrated values
             curves = {"as trained": reliability(raw, truth)}
             if temperature:
                 curves[f"calibrated (T={temperature:.2f})"] = reliability(rescale_probability(raw, temperature), truth)
