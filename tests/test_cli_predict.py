@@ -102,11 +102,16 @@ def test_volume_writes_tiffs_with_spacing(tiny_registry, files, tmp_path, capsys
     assert record["volume_truth"] == pytest.approx(truth.sum() * 2.5 * 0.8 * 0.8)
 
 
-def test_resample_runs_at_the_card_pixel_size(tiny_registry, files, tmp_path):
+def test_resample_runs_at_the_card_pixel_size(tiny_registry, files, tmp_path, capsys):
     plain, resampled = tmp_path / "plain", tmp_path / "resampled"
     args = ["predict", str(files["volume"]), "--checkpoint", "tiny_focal"]
     assert main([*args, "--no-resample", "--out", str(plain)]) == 0
+    printed_plain = capsys.readouterr().out
     assert main([*args, "--resample", "--out", str(resampled)]) == 0
+    printed = capsys.readouterr().out  # the scale choice is shown, and how to switch it off
+    size = f"({round(96 * 0.8)} x {round(80 * 0.8)})"  # 0.8 mm pixels brought to the card's 1 mm
+    assert f"scale: resampled to the checkpoint's 1 x 1 mm pixels {size}" in printed and "--no-resample" in printed
+    assert "scale: run on the input grid (96 x 80)" in printed_plain and "--no-resample" not in printed_plain
     report = json.loads((resampled / "metrics.json").read_text())
     assert report["resample"] is True and json.loads((plain / "metrics.json").read_text())["resample"] is False
     record = report["results"][0]["metadata"]

@@ -239,8 +239,27 @@ def run(args: argparse.Namespace) -> int:
     if len(scans) > 1:
         columns.insert(0, "scan")
     print(_table(rows, columns, len(spatial[0]), all(s.spacing_known for s in scans)))
+    for line in scale_lines(records, with_scan=len(scans) > 1):
+        print(line)
     print(f"wrote {printable(str(target.path))}")
     return 0
+
+
+def scale_lines(records: list[dict[str, Any]], *, with_scan: bool = False) -> list[str]:
+    """How the scans were brought to the checkpoints' training scale: ``"scale: <note>"`` when every
+    run was scaled alike, else one line per note naming its checkpoints (``scan/checkpoint`` with
+    ``with_scan``); the way to switch it off when it was on (``records``: the metrics.json results)."""
+    notes: dict[str, list[str]] = {}
+    for record in records:
+        label = f"{record['scan']}/{record['checkpoint']}" if with_scan else record["checkpoint"]
+        notes.setdefault(record["metadata"]["scaling_note"], []).append(label)
+    if len(notes) == 1:
+        lines = [f"scale: {next(iter(notes))}"]
+    else:
+        lines = [f"scale ({', '.join(labels)}): {note}" for note, labels in notes.items()]
+    if any(record["metadata"]["scaling"] != "none" for record in records):
+        lines.append("(--no-resample runs every checkpoint on the scan's own grid)")
+    return lines
 
 
 def _write_reports(tmp: Path, rows: list[dict], records: list[dict], args: argparse.Namespace, names: list[str],
