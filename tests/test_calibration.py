@@ -235,3 +235,40 @@ def test_results_page_tabulates_plots_and_ranks_from_the_cards(tiny_checkpoint_d
     notes = results.calibration_findings(cards, curves)
     hottest = max(cards[:2], key=lambda c: c["calibration"]["temperature"])["name"]
     assert hottest in notes[0] and "Flattest" in notes[2]
+
+
+def test_make_calibration_fills_the_card_and_keeps_the_weights(tiny_checkpoint_dir, tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from napari_segloss.checkpoints import load, read_card
+    from napari_segloss.inference import Segmenter
+    from napari_segloss.train.data import SliceSet, Splits
+
+    spec = importlib.util.spec_from_file_location(
+        "make_calibration", Path(__file__).resolve().parents[1] / "scripts" / "make_calibration.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny_checkpoint_dir / f"tiny_focal{suffix}", tmp_path / f"tiny_focal{suffix}")
+    weights = (tmp_path / "tiny_focal.safetensors").read_bytes()
+    rng = np.random.default_rng(12)
+
+    def slices(n: int) -> SliceSet:
+        masks = np.zeros((n, 64, 64), bool)
+        masks[: n - 1, 20:40, 24:44] = True
+        images = (rng.normal(0.2, 0.05, masks.shape) + 0.5 * masks).astype(np.float32)
+        return SliceSet(images, masks, np.ones((n, 2)), ["glioma"] * n, [f"s{i}" for i in range(n)])
+
+    splits = Splits(None, slices(3), slices(4), None)
+    monkeypatch.setattr(script, "load_splits", lambda data, recipe, norm: splits)
+    assert script.main(["--weights", str(tmp_path)]) == 0
+    stored = read_card(tmp_path / "tiny_focal.json").calibration
+    assert (tmp_path / "tiny_focal.safetensors").read_bytes() == weights
+    model = load(tmp_path / "tiny_focal.json").model
+    segmenter = Segmenter(model)
+    expected = cal.calibration_summary(segmenter.logits(splits.val.images), splits.val.masks,
+                                       segmenter.logits(splits.test.images), splits.test.masks)
+    assert stored["temperature"] == pytest.approx(expected["temperature"], rel=1e-6)
+    assert stored["slices"]["after"]["ece"] == pytest.approx(expected["slices"]["after"]["ece"], rel=1e-6)
