@@ -120,6 +120,20 @@ def test_overwrite_does_not_replace_a_result_that_changed_meanwhile(tiny_registr
     assert _hidden(tmp_path) == []
 
 
+def test_a_failed_overwrite_puts_the_previous_result_back(tiny_registry, scan, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert _predict(scan, out) == 0
+    before = _tree(out)
+
+    def rename_fails(_tmp, _target):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(outputs, "_place", rename_fails)
+    assert _predict(scan, out, "--overwrite") == 4
+    assert os.strerror(errno.EIO) in _one_error_line(capsys)
+    assert _tree(out) == before and _hidden(tmp_path) == []
+
+
 def test_output_overlapping_an_input_is_refused(tiny_registry, scan, tmp_path, capsys):
     before = _tree(scan.parent)
     assert _predict(scan, scan.parent, "--overwrite") == 4  # the folder holding the image

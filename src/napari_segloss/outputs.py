@@ -220,7 +220,8 @@ def publish(tmp: Path, target: Target) -> None:
 
     A folder gets its :data:`MARKER` first. The previous result recorded by :func:`claim` is moved
     aside, checked to be the same one and still a result, and deleted only once ``tmp`` is in
-    place; anything else found there is left as it is and :class:`OutputError` is raised.
+    place (put back if placing fails); anything else found there is left as it is and
+    :class:`OutputError` is raised.
     """
     if target.folder:
         _write_marker(tmp)
@@ -237,9 +238,15 @@ def publish(tmp: Path, target: Target) -> None:
             if not target.path.exists():
                 os.rename(backup, target.path)
             raise changed
-    _place(tmp, target)
-    if backup is not None:
-        _remove(backup)
+    try:
+        _place(tmp, target)
+    except BaseException:
+        if backup is not None and not os.path.lexists(target.path):
+            os.rename(backup, target.path)  # this run failed: the previous result stays
+        raise
+    finally:
+        if backup is not None and os.path.lexists(backup):
+            _remove(backup)  # replaced (or superseded by another run's result): it was ours to replace
 
 
 @contextmanager
