@@ -235,8 +235,9 @@ def publish(tmp: Path, target: Target) -> None:
         except FileNotFoundError:
             raise changed from None
         if _identity(os.lstat(backup)) != target.previous or _problem(backup, target.folder):
-            if not target.path.exists():
-                os.rename(backup, target.path)
+            if os.path.lexists(target.path):  # yet another result landed meanwhile: keep both
+                raise OutputError(f"{changed}; what was there is kept as {printable(str(backup))}")
+            os.rename(backup, target.path)
             raise changed
     try:
         _place(tmp, target)
