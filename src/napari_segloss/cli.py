@@ -1,4 +1,4 @@
-"""The ``napari-segloss`` command: ``demo``, ``predict``, ``batch``, ``train``.
+"""The ``napari-segloss`` command: ``demo``, ``predict``, ``batch``, ``train``, ``data``.
 
 Each sub-command's handler is a thin function here; the work lives in the core modules.
 Heavy imports (torch, napari) happen inside the handlers so ``--help`` and ``--version`` are fast.
@@ -77,6 +77,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_segloss.metrics import format_value
 
     print(f"saved {result.path}" + (f" (test Dice {format_value('dice', dice)})" if isinstance(dice, float) else ""))
+    return 0
+
+
+def _cmd_data_figshare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_segloss.data.convert import ConversionError, convert_figshare
+
+    with tqdm(unit="slice", disable=not sys.stderr.isatty(), leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            result = convert_figshare(args.src, args.out, size=args.size, folds=args.folds, table=args.table,
+                                      overwrite=args.overwrite, progress=progress)
+        except ConversionError as exc:
+            raise CLIError(str(exc), status=3) from None
+    print("\n".join(result.summary()))
     return 0
 
 
@@ -168,6 +187,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, got '0'")
+    return value
+
+
 RESAMPLE_HELP = ("bring each scan to the checkpoint's training scale and map the result back (default): a known "
                  "pixel size (DICOM, NIfTI, TIFF with resolution) is resampled to the card's, an unknown one "
                  "(PNG/JPG) is resized to the card's training image size; --no-resample runs on the file's grid")
@@ -256,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from <out>/<name>.resume.pt")
     tr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     tr.set_defaults(handler=_cmd_train)
+
+    da = sub.add_parser("data", help="convert a public dataset into the labelled-folder layout training reads")
+    da_sub = da.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    fs = da_sub.add_parser("figshare", help="Cheng's figshare brain tumour dataset (.mat release or images/ + masks/ PNGs)",
+                           description="Writes images/, masks/ (8-bit PNG), labels.csv (fold, tumour type, patient, "
+                           "size, pixel size) and dataset.json (licence, citation) into --out.")
+    fs.add_argument("src", metavar="SRC", help="folder of the figshare N.mat files, or of images/N.png + masks/N_mask.png")
+    fs.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
+    fs.add_argument("--size", type=_positive, metavar="N",
+                    help="box-average every slice to N x N (256: the 512x512 originals at 0.98 mm); default: keep sizes")
+    fs.add_argument("--folds", metavar="cvind.mat", help="the record's fold file (default: a cvind*.mat found in SRC)")
+    fs.add_argument("--table", metavar="CSV", help="PNG sources: folds, tumour types and patient ids per slice")
+    fs.add_argument("--overwrite", action="store_true", help="replace a previous result of this command in --out (nothing else)")
+    fs.set_defaults(handler=_cmd_data_figshare)
 
     return parser
 
