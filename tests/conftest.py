@@ -17,6 +17,10 @@ def _isolated_user_checkpoints(tmp_path_factory: pytest.TempPathFactory, monkeyp
     """Each test gets its own empty user checkpoint folder: tests never read or write the real
     ``~/.napari-segloss/checkpoints``, nor see each other's fine-tuned checkpoints."""
     monkeypatch.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path_factory.mktemp("user_checkpoints")))
+    # torch, the reference the tests compare with at 1e-5/1e-6; tests/test_backends.py runs ONNX
+    # Runtime (the CPU default) and checks it against torch, with graphs cached outside ~/.cache
+    monkeypatch.setenv("NAPARI_SEGLOSS_BACKEND", "torch")
+    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "derived_cache"))
 
 
 @pytest.fixture(scope="session")

@@ -101,12 +101,14 @@ def _cmd_data_figshare(args: argparse.Namespace) -> int:
 
 def _check_environment() -> None:
     """Refuse a bad ``NAPARI_SEGLOSS_*`` value before any work (status 2; the message names it)."""
+    from napari_segloss.backends import configured_backend
     from napari_segloss.checkpoints.loading import cache_limit_bytes
     from napari_segloss.threads import configured_threads
 
     try:
         configured_threads()
         cache_limit_bytes()
+        configured_backend()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 

@@ -16,7 +16,9 @@ unknown one (``spacing=None``: PNG/JPG, a layer of scale 1) it is brought to the
 field of view (``card.image_size``); probabilities are resized back to the input grid. The
 metadata says which happened. On GPU the model runs under ``torch.inference_mode`` with
 channels-last memory and bf16/fp16 autocast; a CUDA out-of-memory error falls back to the CPU
-with a warning. CPU results are deterministic; GPU probabilities agree with CPU ones to within
+with a warning. On the CPU, :meth:`Segmenter.load` runs the checkpoint's exported ONNX graph with
+ONNX Runtime when it is installed (:mod:`napari_segloss.backends`; probabilities within 1e-4 of
+torch's; ``NAPARI_SEGLOSS_BACKEND=torch`` opts out). CPU results are deterministic; GPU probabilities agree with CPU ones to within
 about 1e-2 (half-precision autocast).
 """
 
@@ -36,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_segloss import __version__
-from napari_segloss.checkpoints import LoadedCheckpoint, load
+from napari_segloss.checkpoints import CheckpointInfo, LoadedCheckpoint, ModelCard, load, read_card
+from napari_segloss.checkpoints.registry import locate
 from napari_segloss.models import SIZE_MULTIPLE, resolve_device
 from napari_segloss.preprocess import normalize, to_grayscale
 
@@ -170,9 +173,15 @@ def _pad_tensor(x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice]]:
     return x, (slice(top, top + height), slice(left, left + width))
 
 
-def _forward_batch(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    """Float32 logits ``(b, H, W)`` for a normalised ``(b, C, H, W)`` batch (pads and crops)."""
+def _forward_batch(model: torch.nn.Module | Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
+                   device: torch.device) -> np.ndarray:
+    """Float32 logits ``(b, H, W)`` for a normalised ``(b, C, H, W)`` batch (pads and crops).
+
+    ``model`` is the torch network or a CPU backend (:mod:`napari_segloss.backends`: numpy
+    ``(b, C, H, W)`` in, ``(b, 1, H, W)`` logits out)."""
     x, (rows, cols) = _pad_tensor(torch.from_numpy(np.ascontiguousarray(batch)))
+    if not isinstance(model, torch.nn.Module):
+        return np.ascontiguousarray(model(x.numpy())[:, 0, rows, cols], dtype=np.float32)
     x = x.to(device)
     amp = _amp_dtype(device)
     if device.type == "cuda":
@@ -256,12 +265,16 @@ class Segmenter:
         normalization: the card's intensity normalisation spec (for :meth:`prepare`).
         pixel_spacing_mm: training pixel size (for ``"pixel_size"`` scaling), or None.
         image_size: training slice size in pixels (for ``"field_of_view"`` scaling), or None.
-        reload: rebuilds the model on another device (used by the CUDA-OOM fallback); by
-            default the model is moved.
+        reload: rebuilds the model on another device (used by the CUDA-OOM fallback, and to build
+            a ``model`` given as None on first use); by default the model is moved.
         budget_bytes: activation memory one batch may take (default :data:`DEFAULT_BUDGET_BYTES`).
+
+    :meth:`load` also sets ``card`` and ``info`` (the checkpoint's card and registry entry) and,
+    on the CPU, ``backend``: the ONNX Runtime graph of :mod:`napari_segloss.backends` that
+    :meth:`logits` runs instead of the torch model (None: torch).
     """
 
-    def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu", channels: int = 1,
+    def __init__(self, model: torch.nn.Module | None, *, device: str | torch.device = "cpu", channels: int = 1,
                  normalization: dict[str, Any] | None = None, pixel_spacing_mm: Sequence[float] | None = None,
                  image_size: Sequence[int] | None = None,
                  reload: Callable[[torch.device], torch.nn.Module] | None = None,
@@ -277,18 +290,57 @@ class Segmenter:
         self.budget_bytes = budget_bytes
         self._reload = reload
         self.loaded: LoadedCheckpoint | None = None
+        self.card: ModelCard | None = None
+        self.info: CheckpointInfo | None = None
+        self.backend: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch network (built on first use when :meth:`load` found a cached ONNX graph)."""
+        if self._model is None:
+            if self._reload is None:
+                raise ValueError("Segmenter has no model")
+            self._model = self._reload(self.device)
+        return self._model
+
+    @model.setter
+    def model(self, value: torch.nn.Module | None) -> None:
+        self._model = value
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | LoadedCheckpoint, *, device: str | torch.device = "auto",
-             budget_bytes: int | None = None) -> Segmenter:
-        """A :class:`Segmenter` for a registry name, a card/weights path or a loaded checkpoint."""
+             budget_bytes: int | None = None, backend: str | None = None) -> Segmenter:
+        """A :class:`Segmenter` for a registry name, a card/weights path or a loaded checkpoint.
+
+        ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or
+        ``"onnx"``; None reads ``NAPARI_SEGLOSS_BACKEND`` (:mod:`napari_segloss.backends`). With
+        ONNX Runtime and a cached graph of a name or path, the torch model is built only if
+        something asks for :attr:`model` (no smp/timm import). Raises ``ValueError`` for a bad
+        ``backend`` or device, :class:`~napari_segloss.checkpoints.CheckpointError` as
+        :func:`~napari_segloss.checkpoints.load` does.
+        """
+        from napari_segloss import backends
+
         dev = resolve_device(device)
-        loaded = _prepared(checkpoint, dev)
-        card = loaded.card
-        segmenter = cls(loaded.model, device=dev, channels=card.input_channels, normalization=card.normalization,
-                        pixel_spacing_mm=card.pixel_spacing_mm, image_size=getattr(card, "image_size", None),
-                        reload=lambda target: _prepared(loaded, target).model, budget_bytes=budget_bytes)
-        segmenter.loaded = loaded
+        onnx = backends.uses_onnx(dev, backend)
+        loaded = None if onnx and not isinstance(checkpoint, LoadedCheckpoint) else _prepared(checkpoint, dev)
+        if loaded is None:
+            card_path, weights_path = locate(checkpoint)  # type: ignore[arg-type]
+            card = read_card(card_path)
+            if backends.cached_graph(card.weights_sha256 or "0" * 64) is None or not backends.weights_match(weights_path, card.weights_sha256):
+                loaded = _prepared(checkpoint, dev)  # export first (or let load report the bad weights)
+        if loaded is not None:
+            card, info = loaded.card, loaded.info
+        else:
+            info = CheckpointInfo.from_card(card, card_path, weights_path)
+        source = loaded if loaded is not None else info.path
+        segmenter = cls(loaded.model if loaded is not None else None, device=dev, channels=card.input_channels,
+                        normalization=card.normalization, pixel_spacing_mm=card.pixel_spacing_mm,
+                        image_size=getattr(card, "image_size", None),
+                        reload=lambda target: _prepared(source, target).model, budget_bytes=budget_bytes)
+        segmenter.loaded, segmenter.card, segmenter.info = loaded, card, info
+        if onnx and card.weights_sha256:
+            segmenter.backend = backends.onnx_backend(card.weights_sha256, card.input_channels, lambda: segmenter.model)
         return segmenter
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -329,8 +381,11 @@ class Segmenter:
         total = data.shape[0]
         out = np.empty((total, *data.shape[-2:]), dtype=np.float32)
         plan = batches(total, batch_size_for(*data.shape[-2:], budget_bytes=self.budget_bytes or DEFAULT_BUDGET_BYTES)) if total else []
-        was_training = self.model.training
-        self.model.eval()
+        backend = self.backend if self.device.type == "cpu" else None
+        model = self.model if backend is None else None
+        was_training = model is not None and model.training
+        if model is not None:
+            model.eval()
         try:
             if progress is not None:
                 progress(0, total)
@@ -338,7 +393,7 @@ class Segmenter:
                 if cancel is not None and cancel():
                     raise InferenceCancelled(f"cancelled after {part.start} of {total} slices")
                 try:
-                    out[part] = _forward_batch(self.model, data[part], self.device)
+                    out[part] = _forward_batch(backend or model, data[part], self.device)
                 except torch.cuda.OutOfMemoryError:
                     if self.device.type == "cpu":
                         raise
@@ -347,7 +402,8 @@ class Segmenter:
                 if progress is not None:
                     progress(part.stop, total)
         finally:
-            self.model.train(was_training)
+            if model is not None:
+                model.train(was_training)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return out
@@ -433,7 +489,7 @@ def predict(
     """
     start = time.perf_counter()
     segmenter = checkpoint if isinstance(checkpoint, Segmenter) else Segmenter.load(checkpoint, device=device)
-    card = segmenter.loaded.card if segmenter.loaded is not None else None
+    card = segmenter.card
     arr, colour = _split_layout(image)
     spacing = _checked_spacing(spacing, arr.ndim - int(colour))
     probability, scaling = segmenter.run(image, spacing=spacing, resample=resample, progress=progress, cancel=cancel)

@@ -73,7 +73,6 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import KDTree
 
 from napari_segloss.spacing import check_spacing
 
@@ -220,6 +219,8 @@ def _nearest_distances(sources: np.ndarray, targets: np.ndarray, spacing: tuple[
     Returns float64 ``(N,)`` in ``sources`` order.
     """
     scale = np.asarray(spacing, dtype=np.float64)
+    from scipy.spatial import KDTree  # lazily: not needed by predict without a ground truth
+
     _, nearest = KDTree(targets * scale).query(sources * scale)
     offsets = (targets[nearest] - sources) * scale
     return np.sqrt((offsets * offsets).sum(axis=1))

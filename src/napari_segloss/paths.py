@@ -47,3 +47,20 @@ def shared_data_dir() -> Path:
     """
     override = os.environ.get(SHARED_DATA_ENV)
     return Path(override).expanduser() if override else _PACKAGE_DIR.parent.parent.parent / "shared" / "data"
+
+
+CACHE_DIR_ENV = "NAPARI_SEGLOSS_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """Folder of files derived from checkpoints and safe to delete (the ONNX graphs of
+    :mod:`napari_segloss.backends`).
+
+    ``NAPARI_SEGLOSS_CACHE_DIR`` overrides the default ``$XDG_CACHE_HOME/napari-segloss``
+    (``~/.cache/napari-segloss``).
+    """
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "napari-segloss"

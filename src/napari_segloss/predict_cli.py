@@ -87,17 +87,19 @@ def _truth(path: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _checkpoints(choice: str | None, device: Any) -> list:
-    """The loaded checkpoints; raises ``CheckpointError`` for a missing or invalid one."""
-    from napari_segloss.checkpoints import CheckpointError, default_checkpoint, list_checkpoints, load
+    """The checkpoints ready to run (:class:`~napari_segloss.inference.Segmenter`, with ``card``
+    and ``info``); raises ``CheckpointError`` for a missing or invalid one."""
+    from napari_segloss.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
+    from napari_segloss.inference import Segmenter
 
     if choice is None:
-        return [load(default_checkpoint().path, device=device)]
+        return [Segmenter.load(default_checkpoint().path, device=device)]
     if choice.lower() == "all":
         infos = list_checkpoints()
         if not infos:
             raise CheckpointError("no checkpoints found (see NAPARI_SEGLOSS_CHECKPOINTS)")
-        return [load(info.path, device=device) for info in infos]
-    return [load(choice, device=device)]
+        return [Segmenter.load(info.path, device=device) for info in infos]
+    return [Segmenter.load(choice, device=device)]
 
 
 def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, mask: np.ndarray, truth: np.ndarray | None,

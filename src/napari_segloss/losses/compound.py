@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
 from napari_segloss.losses import _functional as fn
 from napari_segloss.losses._registry import LossInfo, build, register
@@ -362,6 +361,8 @@ class CALFLoss(SegLoss):
         if areas.size < 3 or np.ptp(areas) == 0:
             self.skewness = self.kurtosis = float("nan")
         else:
+            from scipy import stats  # lazily: scipy.stats takes ~0.3 s to import, on every CLI start
+
             self.skewness = float(stats.skew(areas))
             self.kurtosis = float(stats.kurtosis(areas))
 

@@ -1,0 +1,194 @@
+"""The CPU backend of :class:`napari_segloss.inference.Segmenter`: the network as an ONNX graph
+run by ONNX Runtime.
+
+On the CPU the exported graph is 2-2.5x faster than torch eager at one thread, and a process
+that finds the graph cached never imports segmentation_models_pytorch/timm/torchvision (several
+seconds of start-up); ``benchmarks/bench_backends.py`` measures it, ``benchmarks/README.md``
+records it. Torch stays the backend on GPUs and for training, fine-tuning and gradients.
+
+The graph is derived data, never the source of truth: it is exported from the safetensors
+weights (``torch.onnx.export``) the first time a checkpoint runs on the CPU and cached under
+:func:`napari_segloss.paths.user_cache_dir` as ``onnx/<weights sha256>-v<EXPORT_VERSION>.onnx``.
+A graph is a protobuf file (no code runs when it is loaded); it is used only for a card whose
+weights file still has the sha256 the card records (checked on every load), and a damaged or
+unreadable graph is exported again.
+
+``NAPARI_SEGLOSS_BACKEND`` chooses: ``auto`` (default: ONNX Runtime on the CPU when it is
+installed, else torch), ``torch``, or ``onnx`` (ONNX Runtime on the CPU, an error where it is not
+installed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_segloss.paths import user_cache_dir
+
+BACKEND_ENV = "NAPARI_SEGLOSS_BACKEND"
+#: the values :data:`BACKEND_ENV` (and ``Segmenter.load(backend=...)``) accept
+BACKENDS = ("auto", "torch", "onnx")
+#: part of every cached graph's name: bump it when the export settings below change
+EXPORT_VERSION = 1
+#: ONNX operator set of the exported graphs
+OPSET = 17
+#: side of the square example input the graph is traced with (height, width and batch stay dynamic)
+_TRACE_SIZE = 64
+
+
+def configured_backend(choice: str | None = None) -> str:
+    """``choice``, else :data:`BACKEND_ENV`, else ``"auto"``; checked against :data:`BACKENDS`.
+
+    Raises:
+        ValueError: an unknown value (the message names the variable and the choices).
+    """
+    text = (choice if choice is not None else os.environ.get(BACKEND_ENV, "")).strip().lower() or "auto"
+    if text not in BACKENDS:
+        where = "backend" if choice is not None else BACKEND_ENV
+        raise ValueError(f"{where} must be one of {', '.join(BACKENDS)}, got {text!r}")
+    return text
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime can be imported (without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def uses_onnx(device: torch.device, choice: str | None = None) -> bool:
+    """Whether a :class:`~napari_segloss.inference.Segmenter` on ``device`` runs ONNX Runtime.
+
+    Only on the CPU: ``auto`` when ONNX Runtime is installed, ``onnx`` always (an error without
+    it), ``torch`` never. Raises ``ValueError`` for a bad choice or ``onnx`` without ONNX Runtime.
+    """
+    backend = configured_backend(choice)
+    if backend == "onnx" and not onnx_available():
+        raise ValueError(f"backend 'onnx' needs the onnxruntime package (pip install onnxruntime); "
+                         f"set {BACKEND_ENV}=torch to run without it")
+    return torch.device(device).type == "cpu" and backend != "torch" and onnx_available()
+
+
+def graph_path(weights_sha256: str) -> Path:
+    """Where the ONNX graph of the weights with this sha256 is cached."""
+    if len(weights_sha256) != 64 or any(c not in "0123456789abcdef" for c in weights_sha256):
+        raise ValueError(f"weights_sha256 must be 64 lower-case hex digits, got {weights_sha256!r}")
+    return user_cache_dir() / "onnx" / f"{weights_sha256}-v{EXPORT_VERSION}.onnx"
+
+
+def weights_match(weights_path: Path, weights_sha256: str) -> bool:
+    """Whether the safetensors file at ``weights_path`` has the sha256 a card records."""
+    if not weights_sha256 or Path(weights_path).suffix.lower() != ".safetensors":
+        return False
+    try:
+        return hashlib.sha256(Path(weights_path).read_bytes()).hexdigest() == weights_sha256
+    except OSError:
+        return False
+
+
+def export(model: torch.nn.Module, path: Path, channels: int) -> Path:
+    """Write ``model`` (float32 input ``(B, channels, H, W)``, H and W multiples of 32, to
+    ``(B, 1, H, W)`` logits) as an ONNX graph at ``path`` atomically; returns ``path``.
+
+    The export runs on a float32 CPU copy in eval mode (the model itself is untouched); batch,
+    height and width are dynamic.
+    """
+    import copy
+
+    import onnx
+
+    net = copy.deepcopy(model).float().cpu().eval()
+    example = torch.zeros(1, channels, _TRACE_SIZE, _TRACE_SIZE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(net, (example,), tmp, input_names=["x"], output_names=["logits"], opset_version=OPSET,
+                              dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"},
+                                            "logits": {0: "batch", 2: "height", 3: "width"}},
+                              dynamo=False)
+        onnx.checker.check_model(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class OnnxBackend:
+    """Runs one cached ONNX graph with ONNX Runtime's CPU provider.
+
+    ``backend(x)`` maps float32 ``(B, C, H, W)`` (H, W multiples of 32) to float32
+    ``(B, 1, H, W)`` logits. The thread count follows torch's (``torch.get_num_threads()`` at
+    call time, as :mod:`napari_segloss.threads` sets it): one session per count.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._session(torch.get_num_threads())  # a damaged file fails here, not on the first image
+
+    def _session(self, threads: int) -> Any:
+        with self._lock:
+            if threads not in self._sessions:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.log_severity_level = 3
+                self._sessions[threads] = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        session = self._session(torch.get_num_threads())
+        return session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+_BACKENDS: dict[str, OnnxBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def onnx_backend(weights_sha256: str, channels: int, model: Callable[[], torch.nn.Module]) -> OnnxBackend:
+    """The ONNX Runtime backend of the weights with this sha256 (shared per process).
+
+    Loads the cached graph, or exports it from ``model()`` (called only then) when it is missing
+    or cannot be loaded.
+    """
+    path = graph_path(weights_sha256)
+    with _BACKENDS_LOCK:
+        if str(path) in _BACKENDS and path.is_file():
+            return _BACKENDS[str(path)]
+        backend = None
+        if path.is_file():
+            try:
+                backend = OnnxBackend(path)
+            except Exception:  # a truncated or damaged cache file (ORT raises its own types): export again
+                backend = None
+        if backend is None:
+            backend = OnnxBackend(export(model(), path, channels))
+        _BACKENDS[str(path)] = backend
+        return backend
+
+
+def cached_graph(weights_sha256: str) -> Path | None:
+    """The cached graph's path when it exists, else None."""
+    path = graph_path(weights_sha256)
+    return path if path.is_file() else None
+
+
+def clear_sessions() -> None:
+    """Forget the loaded ONNX Runtime sessions (the cached files stay)."""
+    with _BACKENDS_LOCK:
+        _BACKENDS.clear()

@@ -1,0 +1,139 @@
+"""The CPU backend (:mod:`napari_segloss.backends`): ONNX Runtime runs the exported graph of a
+checkpoint inside :class:`~napari_segloss.inference.Segmenter`, within 1e-4 of torch's
+probabilities; the graph is cached by the weights' sha256 and never outlives its weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from napari_segloss import backends  # noqa: E402
+from napari_segloss.checkpoints import CheckpointError, read_card  # noqa: E402
+from napari_segloss.inference import Segmenter, predict  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _scan(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(500 + 300 * rng.standard_normal(shape), 0, 4095).astype(np.uint16)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty graph cache of this test's own (and no sessions left from other tests)."""
+    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path / "cache"))
+    backends.clear_sessions()
+    yield tmp_path / "cache"
+    backends.clear_sessions()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 72), (3, 48, 64), (96, 33)])
+def test_onnx_probabilities_agree_with_torch(tiny_checkpoint_dir, cache, shape):
+    """Same Segmenter, both backends, several sizes (padding, batches of a volume)."""
+    card = tiny_checkpoint_dir / "tiny_focal.json"
+    image = _scan(shape)
+    onnx = Segmenter.load(card, device="cpu", backend="onnx")
+    eager = Segmenter.load(card, device="cpu", backend="torch")
+    assert onnx.backend is not None and eager.backend is None
+    got = predict(image, onnx, resample=False).probability
+    want = predict(image, eager, resample=False).probability
+    assert got.shape == want.shape == shape
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_graph_is_cached_by_sha256_and_reused_without_building_torch(tiny_checkpoint_dir, cache):
+    card_path = tiny_checkpoint_dir / "tiny_dice.json"
+    sha = read_card(card_path).weights_sha256
+    first = Segmenter.load(card_path, device="cpu", backend="onnx")
+    path = backends.graph_path(sha)
+    assert path.is_file() and path.parent.parent == cache and sha in path.name
+    assert path.read_bytes()[:1] != b"\x80"  # a protobuf, not a pickle
+    image = _scan((64, 64), 3)
+    expected = predict(image, first, resample=False).probability
+    backends.clear_sessions()
+    again = Segmenter.load(card_path, device="cpu", backend="onnx")
+    assert again._model is None  # the torch network was not built
+    np.testing.assert_array_equal(predict(image, again, resample=False).probability, expected)
+    assert again.card.name == "tiny_dice" and again.info.family == "region"
+    assert again.model is not None  # built on demand (gradient paths, GPU)
+
+
+def test_damaged_graph_is_exported_again(tiny_checkpoint_dir, cache):
+    card_path = tiny_checkpoint_dir / "tiny_bce.json"
+    Segmenter.load(card_path, device="cpu", backend="onnx")
+    path = backends.graph_path(read_card(card_path).weights_sha256)
+    path.write_bytes(path.read_bytes()[:100])
+    backends.clear_sessions()
+    segmenter = Segmenter.load(card_path, device="cpu", backend="onnx")
+    assert path.stat().st_size > 1000
+    eager = Segmenter.load(card_path, device="cpu", backend="torch")
+    image = _scan((64, 64))
+    np.testing.assert_allclose(predict(image, segmenter, resample=False).probability,
+                               predict(image, eager, resample=False).probability, atol=1e-4)
+
+
+def test_cached_graph_is_not_used_for_modified_weights(tiny_checkpoint_dir, cache, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint_dir, folder)
+    Segmenter.load(folder / "tiny_dice.json", device="cpu", backend="onnx")
+    weights = folder / "tiny_dice.safetensors"
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 1
+    weights.write_bytes(bytes(payload))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        Segmenter.load(folder / "tiny_dice.json", device="cpu", backend="onnx")
+
+
+def test_backend_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert backends.uses_onnx(cpu, "auto") and backends.uses_onnx(cpu, "onnx")
+    assert not backends.uses_onnx(cpu, "torch")
+    assert not backends.uses_onnx(torch.device("cuda"), "auto")  # GPUs keep torch
+    monkeypatch.setenv(backends.BACKEND_ENV, "Torch ")
+    assert backends.configured_backend() == "torch"
+    monkeypatch.setenv(backends.BACKEND_ENV, "tensorrt")
+    with pytest.raises(ValueError, match=f"{backends.BACKEND_ENV} must be one of auto, torch, onnx"):
+        backends.configured_backend()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Segmenter.load("anything", device="cpu", backend="jax")
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        backends.graph_path("../../etc/passwd")
+
+
+def test_cli_refuses_a_bad_backend_value(tmp_path):
+    env = {**os.environ, backends.BACKEND_ENV: "fast"}
+    done = subprocess.run([sys.executable, "-m", "napari_segloss.cli", "predict", str(tmp_path / "x.png")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and backends.BACKEND_ENV in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_process_with_a_cached_graph_never_imports_smp(tiny_checkpoint_dir, cache):
+    """Start-up: the expensive imports (smp -> timm -> torchvision -> torch._dynamo) are skipped."""
+    card_path = tiny_checkpoint_dir / "tiny_dice.json"
+    image = _scan((64, 64))
+    expected = predict(image, Segmenter.load(card_path, device="cpu", backend="onnx"), resample=False).probability
+    code = (
+        "import sys, json, numpy as np\n"
+        "from napari_segloss.inference import predict\n"
+        f"rng = np.random.default_rng(0)\n"
+        f"image = np.clip(500 + 300 * rng.standard_normal((64, 64)), 0, 4095).astype(np.uint16)\n"
+        f"p = predict(image, {str(card_path)!r}, device='cpu', resample=False).probability\n"
+        "print(json.dumps({'smp': 'segmentation_models_pytorch' in sys.modules, 'timm': 'timm' in sys.modules,\n"
+        "                  'sum': float(p.astype(np.float64).sum())}))\n"
+    )
+    env = {**os.environ, backends.BACKEND_ENV: "auto", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["smp"] is False and report["timm"] is False
+    assert report["sum"] == pytest.approx(float(expected.astype(np.float64).sum()), rel=1e-6)
