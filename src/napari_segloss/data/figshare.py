@@ -2,7 +2,7 @@
 
 The labelled-folder layout every real-data function reads (``images/<name>.png``,
 ``masks/<name>.png`` and ``labels.csv`` with at least ``name`` and ``fold`` columns; optional
-``tumour_type`` and ``pixel_mm_256``) is the one the team's copy in ``shared/data/figshare`` has
+``tumour_type``, ``patient`` and ``pixel_mm``, or ``pixel_mm_256`` in the team's copy) is the one the team's copy in ``shared/data/figshare`` has
 and the one :mod:`napari_segloss.data.convert` writes. A ``dataset.json`` beside ``labels.csv``
 names the dataset, its licence and citation; a folder without one whose slices are named
 ``figshare_NNNN`` is Cheng's dataset (:data:`DATASET`).
