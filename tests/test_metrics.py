@@ -397,7 +397,8 @@ def test_a_registered_metric_reaches_cli_and_batch(new_metric, tiny_registry, tm
 
 def _run_result(spacing: tuple[float, float]):
     from napari_segloss.checkpoints import ModelCard
-    from napari_segloss.napari._results import RunResult, derive
+    from napari_segloss.derived import derive
+    from napari_segloss.napari._results import RunResult
 
     truth = square(4, 10, 4, 10)
     probability = square(4, 10, 6, 12).astype(np.float32)

@@ -175,8 +175,8 @@ def test_rgb_image(widget, qtbot, slice2d, tiny_registry):
     found = _result_layers(viewer, "tiny_dice")
     assert set(found) == {"probability", "prediction", "contour"}
     assert all(layer.data.shape == grey.shape and tuple(layer.scale) == (0.5, 0.5) for layer in found.values())
-    expected = predict(rgb, tiny_registry / "tiny_dice.json", device="cpu").probability
-    np.testing.assert_allclose(found["probability"].data, expected, atol=1e-6)
+    expected = predict(rgb, tiny_registry / "tiny_dice.json", device="cpu", spacing=(0.5, 0.5)).probability
+    np.testing.assert_allclose(found["probability"].data, expected, atol=1e-6)  # the default: training scale
 
 
 def test_threshold_updates_layers_without_rerunning(widget, qtbot, slice2d, monkeypatch):

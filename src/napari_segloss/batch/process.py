@@ -23,7 +23,8 @@ from napari_segloss import metrics, overlays
 from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
 from napari_segloss.batch.errors import FATAL, describe
 from napari_segloss.batch.samples import Sample
-from napari_segloss.inference import InferenceCancelled, Prediction, predict, predict_many
+from napari_segloss.derived import Derived, derive
+from napari_segloss.inference import InferenceCancelled, predict, predict_many
 from napari_segloss.io.seg import SegmentResult, seg_bytes
 from napari_segloss.spacing import known_spacing, spacing_text
 
@@ -126,7 +127,7 @@ def _one_probability(
         return exc
 
 
-def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job) -> dict[str, Any]:
+def _metrics_row(sample: Sample, ref: CheckpointRef, derived: Derived, job: Job) -> dict[str, Any]:
     spacing = known_spacing(sample.spacing, sample.spacing_known)  # None: sizes in pixels
     identity = (
         sample.name,
@@ -139,11 +140,11 @@ def _metrics_row(sample: Sample, ref: CheckpointRef, mask: np.ndarray, job: Job)
         job.threshold,
     )
     row: dict[str, Any] = dict(zip(ROW_COLUMNS, identity))
-    if sample.truth is not None:
-        values = metrics.compute(mask, sample.truth, spacing, tolerance_mm=job.tolerance_mm)
+    if derived.metrics is not None:
+        values = derived.metrics
     else:
         values = {key: math.nan for key in metrics.METRIC_KEYS}
-        values["volume_pred"] = metrics.volume(mask, spacing)
+        values["volume_pred"] = metrics.volume(derived.mask != 0, spacing)
     row.update({key: values[key] for key in metrics.METRIC_KEYS})
     return row
 
@@ -155,18 +156,17 @@ def _thumbnail_slice(sample: Sample, mask: np.ndarray) -> int:
 
 
 def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: Job, out: ItemOutput) -> None:
-    prediction = Prediction(probability, sample.spacing, ref.name)
-    mask = prediction.mask(job.threshold)
+    derived = derive(probability, sample.truth, known_spacing(sample.spacing, sample.spacing_known), job.threshold,
+                     tolerance_mm=job.tolerance_mm, outline=False)  # the renderings draw their own outlines
+    mask = derived.mask != 0
     volume = mask.ndim == 3
     rendered = {
         "pred_mask": mask,
         "heatmap": overlays.render_heatmap(sample.image, probability),
         "contours": overlays.render_contours(sample.image, mask, sample.truth),
     }
-    if sample.truth is not None:
-        rendered["difference"] = overlays.render_difference(
-            sample.image, overlays.difference_map(mask, sample.truth)
-        )
+    if derived.difference is not None:
+        rendered["difference"] = overlays.render_difference(sample.image, derived.difference)
     files = {
         member_name(sample.name, ref.name, kind, volume): tiff_bytes(array, sample.spacing) if volume else png_bytes(array)
         for kind, array in rendered.items()
@@ -174,7 +174,7 @@ def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: J
     if sample.metadata.get("format") == "dicom" and sample.metadata.get("affine_lps") is not None:
         result = SegmentResult(ref.name, ref.loss, mask, probability, ref.weights_sha256, job.threshold)
         files[seg_member_name(sample.name, ref.name)] = seg_bytes(sample.metadata, [result], where=sample.name)
-    row = _metrics_row(sample, ref, mask, job)
+    row = _metrics_row(sample, ref, derived, job)
     preview = rendered["difference" if sample.truth is not None else "contours"]
     if volume:
         preview = preview[_thumbnail_slice(sample, mask)]

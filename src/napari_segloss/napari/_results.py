@@ -1,42 +1,23 @@
-"""What one checkpoint's run produced, and everything derived from it at a threshold (headless).
+"""What one checkpoint's run on one image layer produced, for the widget (headless).
 
-:func:`derive` turns a probability map into the arrays behind the result layers and the metrics;
-it is pure numpy, so the widget runs it in a worker thread after inference and after every move of
-the threshold slider. :func:`agreement` and :func:`disagreement` summarise several checkpoints.
+:class:`RunResult` ties a probability map to its source layer, card and ground truth, with its
+:class:`~napari_segloss.derived.Derived` arrays and metrics at the current threshold (computed by
+:func:`napari_segloss.derived.derive`, the same function the CLI and batch use); :func:`csv_row`
+is one row of the metrics panel's and comparison table's CSV export.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from napari_segloss import metrics, overlays
+from napari_segloss import metrics
 from napari_segloss.checkpoints import ModelCard
+from napari_segloss.derived import Derived
 from napari_segloss.spacing import layer_spacing, spacing_text
-
-
-@dataclass(frozen=True)
-class Derived:
-    """The arrays and metrics of one probability map at one threshold.
-
-    Attributes:
-        threshold: the probability threshold used (``probability >= threshold`` is tumour).
-        mask: uint8 0/1 prediction, the image's spatial shape.
-        contour: uint8 one-pixel outline of ``mask`` (:func:`napari_segloss.overlays.contour_labels`).
-        difference: uint8 0 / 1 TP / 2 FP / 3 FN against the ground truth, or None without one.
-        metrics: :func:`napari_segloss.metrics.compute` of the whole image or volume, or None
-            without a ground truth.
-    """
-
-    threshold: float
-    mask: np.ndarray
-    contour: np.ndarray
-    difference: np.ndarray | None
-    metrics: dict[str, float | int] | None
 
 
 @dataclass
@@ -72,50 +53,6 @@ class RunResult:
     def ndim(self) -> int:
         """Spatial dimensionality (2 or 3)."""
         return self.probability.ndim
-
-
-def derive(
-    probability: np.ndarray, truth: np.ndarray | None, spacing: Sequence[float], threshold: float
-) -> Derived:
-    """Mask, outline, difference map and whole-image metrics of ``probability`` at ``threshold``.
-
-    Args:
-        probability: float ``(H, W)`` or ``(Z, H, W)`` in [0, 1].
-        truth: bool mask of the same shape, or None.
-        spacing: mm per axis, for the metrics.
-        threshold: in [0, 1].
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    mask = probability >= np.float32(threshold)
-    difference = values = None
-    if truth is not None:
-        difference = overlays.difference_map(mask, truth)
-        values = metrics.compute(mask, truth, spacing)
-    return Derived(float(threshold), mask.astype(np.uint8), overlays.contour_labels(mask), difference, values)
-
-
-def slice_metrics(
-    mask: np.ndarray, truth: np.ndarray, spacing: Sequence[float], axis: int, index: int
-) -> dict[str, float | int]:
-    """:func:`napari_segloss.metrics.compute` of slice ``index`` along ``axis`` of a 3D pair (areas in mm²)."""
-    plane_spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
-    return metrics.compute(np.take(mask, index, axis=axis), np.take(truth, index, axis=axis), plane_spacing)
-
-
-def agreement(masks: Sequence[np.ndarray]) -> np.ndarray:
-    """float32 fraction of ``masks`` that call each pixel tumour (0 = none, 1 = all); input shape."""
-    if not masks:
-        raise ValueError("agreement needs at least one mask")
-    total = np.zeros(masks[0].shape, dtype=np.float32)
-    for mask in masks:
-        total += mask != 0
-    return total / np.float32(len(masks))
-
-
-def disagreement(fraction: np.ndarray) -> np.ndarray:
-    """uint8 1 where the checkpoints disagree (0 < fraction < 1), else 0."""
-    return ((fraction > 0) & (fraction < 1)).astype(np.uint8)
 
 
 def csv_row(result: RunResult, values: dict[str, float | int], scope: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from napari_segloss.checkpoints import CheckpointError, ModelCard, load
 from napari_segloss.inference import InferenceCancelled, Prediction, predict
 from napari_segloss.models import resolve_device
-from napari_segloss.napari._results import Derived, derive
+from napari_segloss.derived import Derived, derive
 from napari_segloss.spacing import layer_spacing
 
 

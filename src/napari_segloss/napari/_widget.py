@@ -47,7 +47,8 @@ from napari_segloss.napari._inputs import InputsPanel
 from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._jobs import Job
 from napari_segloss.napari._lifetime import Lifetime
-from napari_segloss.napari._results import Derived, RunResult, agreement, derive, disagreement, slice_metrics
+from napari_segloss.derived import Derived, agreement, derive, disagreement, slice_metrics
+from napari_segloss.napari._results import RunResult
 from napari_segloss.napari._run_tab import RunTab
 from napari_segloss.napari._save_results import SaveResultsButton
 from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, run_jobs
