@@ -346,16 +346,23 @@ def test_resample_option_runs_at_the_card_pixel_size(widget, qtbot, slice2d):
     w.run_tab.combo.select("tiny_bce")
     assert w.inputs.resample()  # on by default: the network sees the scan at its training scale
     _click_and_wait(qtbot, w, w.run_tab.run_button)
-    assert w.status.text().startswith("Done") and "training scale" not in w.status.text()
     shown = _result_layers(viewer, "tiny_bce")["probability"].data
     expected = predict(slice2d.image, "tiny_bce", device="cpu", spacing=slice2d.spacing)
     assert expected.metadata["resampled_to_mm"] == [1.0, 1.0]
+    # the choice is shown (status line and metrics header), with the way to switch it off
+    note = expected.metadata["scaling_note"]
+    assert note.startswith("resampled to the checkpoint's 1 x 1 mm pixels")
+    assert w.status.text().startswith("Done") and f"Scale: {note} (untick 'Bring the scan" in w.status.text()
+    assert f"Scale: {note}" in w.run_tab.metrics.title.text()
     np.testing.assert_allclose(shown, expected.probability, atol=1e-5)
     native = predict(slice2d.image, "tiny_bce", device="cpu", resample=False).probability
     assert not np.allclose(shown, native, atol=1e-3)
     w.inputs.resample_check.setChecked(False)
     _click_and_wait(qtbot, w, w.run_tab.run_button)
-    assert "training scale" in w.status.text()  # 2.4 mm vs 1 mm on the layer's grid: a hint
+    off = predict(slice2d.image, "tiny_bce", device="cpu", resample=False).metadata["scaling_note"]
+    assert off.startswith("run on the input grid") and f"Scale: {off}." in w.status.text()
+    assert "untick" not in w.status.text() and f"Scale: {off}" in w.run_tab.metrics.title.text()
+    assert "tick 'Bring the scan" in w.status.text()  # 2.4 mm vs 1 mm on the layer's grid: a hint
 
 
 def test_pixel_size_hint_only_for_known_and_distant_pixel_sizes():

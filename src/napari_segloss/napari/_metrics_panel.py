@@ -102,8 +102,9 @@ class MetricsPanel(QWidget):
         loss = "" if result.card.loss == result.checkpoint else f" ({result.card.loss})"
         known = layer_spacing(result.spacing) is not None
         units = "" if known else " (pixel size unknown: distances and sizes in pixels)"
+        scale = result.run.get("scaling_note")
         self.title.setText(f"<b>{result.checkpoint}</b>{loss} on {result.image_name}, "
-                           f"threshold {result.derived.threshold:.2f}{units}")
+                           f"threshold {result.derived.threshold:.2f}{units}" + (f"<br>Scale: {scale}" if scale else ""))
         headers = ["metric", scope] + ([slice_values[0]] if slice_values else [])
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)

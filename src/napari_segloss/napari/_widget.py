@@ -48,7 +48,7 @@ from napari_segloss.napari._interpret_tab import InterpretTab
 from napari_segloss.napari._jobs import Job
 from napari_segloss.napari._lifetime import Lifetime
 from napari_segloss.derived import Derived, agreement, derive, disagreement, slice_metrics
-from napari_segloss.napari._results import RunResult
+from napari_segloss.napari._results import RunResult, scale_text
 from napari_segloss.napari._run_tab import RunTab
 from napari_segloss.napari._save_results import SaveResultsButton
 from napari_segloss.napari._runner import Failed, Finished, Outcome, Progress, Request, Started, run_jobs
@@ -351,17 +351,18 @@ class LossExplorerWidget(QWidget):
         if job.results and job.source in self.viewer.layers:
             self.viewer.layers.selection.active = job.source  # keep paint tools off the result layers
         summary = f"{outcome.finished} of {len(job.infos)} checkpoint(s) finished"
+        scale = scale_text(job.results)  # the scale choice is always shown (and how to switch it off)
         if outcome.error:
             self.say(f"Could not run: {outcome.error}", "error", notify=True)
         elif outcome.cancelled:
             self.say(f"Cancelled: {summary}.", "warning", notify=True)
         elif outcome.failed or job.messages:
-            self.say(" ".join([f"Done with problems: {summary}.", *job.messages]), "warning")
+            self.say(" ".join([f"Done with problems: {summary}.", *job.messages, scale]).strip(), "warning")
         else:
             seconds = sum(r.run.get("seconds", 0.0) for r in job.results)
             device = job.results[-1].run.get("device", "?") if job.results else "?"
             done = f"Done: {summary} on '{job.source.name}' ({seconds:.1f} s on {device})."
-            self.say(" ".join([done, *job.hints]), "warning" if job.hints else "info")
+            self.say(" ".join([done, scale, *job.hints]).strip(), "warning" if job.hints else "info")
         if any(r.derived.threshold != self.inputs.threshold() for r in job.results):
             self._threshold_timer.start()
 
