@@ -71,6 +71,10 @@ class Recipe:
         train_folds, val_folds, test_folds: folds of a labelled folder (``labels.csv``) used for
             training, validation (empty: the last ``val_fraction`` of each training fold) and test.
         val_fraction: share of each training fold held out for validation when ``val_folds`` is empty.
+        bf16: run the network's forward pass under bfloat16 autocast where the hardware has it
+            natively (CUDA, CPUs with AVX-512 BF16 or AMX; :func:`bf16_available`); the loss, the
+            gradients' master copy and the optimiser stay float32. Validation and test run in
+            float32, as inference does.
         pretraining: the loss-neutral masked-image denoising start shared by every loss
             (:mod:`napari_segloss.train.pretrain`; ``steps=0`` trains from random weights).
         augment: the augmentation parameters.
@@ -97,6 +101,7 @@ class Recipe:
     val_folds: tuple[int, ...] = ()
     test_folds: tuple[int, ...] = (4,)
     val_fraction: float = 0.1
+    bf16: bool = True
     pretraining: Pretraining = field(default_factory=Pretraining)
     augment: Augment = field(default_factory=Augment)
 
@@ -219,7 +224,7 @@ def _round_to_half(model: torch.nn.Module) -> None:
 def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extras: Extras,
           architecture: Mapping[str, Any], recipe: Recipe, splits: Splits, normalization: Mapping[str, Any],
           history: list[dict[str, Any]], test_metrics: Mapping[str, Any], world: int,
-          pretrained: Mapping[str, Any]) -> dict[str, Any]:
+          pretrained: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
     from napari_segloss import __version__
     from napari_segloss.checkpoints import SCHEMA_VERSION
     from napari_segloss.losses import info
@@ -232,7 +237,7 @@ def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extr
     dice = test_metrics.get("dice")
     if dice is not None and np.isfinite(dice) and dice < 0.1:
         notes.append(f"Collapsed under the shared recipe: test Dice {dice:.3f} (finding, not hidden).")
-    recipe_dict = {**recipe.to_dict(), "world_size": world, "extras": extras.describe()}
+    recipe_dict = {**recipe.to_dict(), "world_size": world, "extras": extras.describe(), **run}
     if pretrained:
         recipe_dict["pretraining"] = {**recipe_dict["pretraining"], "result": dict(pretrained)}
     return jsonable({
@@ -246,6 +251,23 @@ def _card(name: str, loss_name: str, hparams: Mapping[str, Any], loss: Any, extr
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "project_version": __version__, "weights_sha256": "",
     })
+
+
+def bf16_available(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (CUDA with bf16, CPU with oneDNN bf16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    import contextlib
+
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train(
@@ -300,6 +322,7 @@ def train(
         torch.set_num_threads(recipe.threads)
     dev = _device(device)
     rank, world = _distributed(dev)
+    precision = "bf16" if recipe.bf16 and bf16_available(dev) else "fp32"
 
     splits = load_splits(data, recipe, normalization)
     torch.manual_seed(recipe.seed)
@@ -353,7 +376,10 @@ def train(
         total, count = 0.0, 0
         for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
             x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, recipe.patch, extras, dev)
-            logits, features = extras.forward(net, x)
+            with _autocast(dev, precision):
+                logits, features = extras.forward(net, x)
+            logits = logits.float()
+            features = features.float() if features is not None else None
             kwargs = extras.call_kwargs(maps=maps, features=features, spacing=np.median(spacing, axis=0))
             value = criterion(logits, y, **kwargs)
             if not torch.isfinite(value):
@@ -386,7 +412,7 @@ def train(
     _round_to_half(model)
     test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed)
     card = _card(name, loss_name, hparams, criterion, extras, architecture, recipe, splits, normalization,
-                 history, test_metrics, world, pretrained)
+                 history, test_metrics, world, pretrained, {"precision": precision, "device": dev.type})
     path = None
     if rank == 0:
         path = save_checkpoint(model, ModelCard.from_dict(card), out)
