@@ -375,3 +375,21 @@ def test_findings_name_collapsed_and_low_checkpoints_and_how_they_fail():
     assert [line.split("**")[1] for line in lines] == ["dead", "greedy", "timid"]  # worst first
     assert "over-segments" in lines[1] and "under-segments" in lines[2] and "Collapsed" in lines[0]
     assert "median 0.615" in lines[1]  # of all six, the collapsed one included
+
+
+def test_batched_augmentation_equals_the_per_sample_recipe():
+    """Augment.batch draws the same parameters as Augment.__call__ and warps in one grid_sample:
+    the same crops except in the half pixel at the image's edge."""
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+
+    images = ndimage.gaussian_filter(rng.random((6, 96, 96)), (0, 3, 3)).astype(np.float32) * 3
+    masks = np.zeros((6, 96, 96), bool)
+    masks[:, 30:60, 20:70] = True
+    aug = Augment()
+    one = [aug(images[i], masks[i], r, 64) for r in [np.random.default_rng(7)] for i in range(6)]
+    x, y = aug.batch(images, masks, np.random.default_rng(7), 64)
+    assert x.shape == (6, 1, 64, 64) and y.shape == (6, 1, 64, 64)
+    diff = np.abs(x[:, 0].numpy() - np.stack([o[0] for o in one]))
+    assert np.median(diff) < 1e-5 and (diff > 1e-3).mean() < 0.01
+    assert (y[:, 0].numpy().astype(bool) == np.stack([o[1] for o in one])).mean() > 0.995

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from napari_segloss.preprocess import DEFAULT_NORMALIZATION, normalize, to_grayscale
@@ -496,11 +497,8 @@ class Augment:
         return np.array([rng.uniform(lo, hi) if hi > lo else (n - 1) / 2.0
                          for lo, hi, n in zip(low, high, mask.shape)])
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                 patch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one ``(H, W)`` float image and its bool mask into a ``(patch, patch)`` window
-        (zero-padded where it leaves the image; the whole image when ``patch`` is None)."""
-        shape = tuple(image.shape) if patch is None else (patch, patch)
+    def _draw(self, mask: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
+        """One sample's random parameters (the order of draws is part of the recipe)."""
         centre = self._centre(mask, shape, rng)
         flip = rng.random() < self.flip_p
         angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
@@ -509,17 +507,68 @@ class Augment:
         a, b = rng.uniform(*self.contrast), rng.uniform(-self.brightness, self.brightness)
         sigma = rng.uniform(0.0, self.noise)
         noise = rng.standard_normal(shape).astype(np.float32)
-
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         matrix = np.array([[cos, -sin], [sin, cos]])
         offset = centre - matrix @ ((np.asarray(shape) - 1) / 2.0)
-        img = ndimage.affine_transform(image, matrix, offset, output_shape=shape, order=1, mode="constant")
-        msk = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, output_shape=shape,
+        return {"matrix": matrix, "offset": offset, "flip": flip, "gamma": gamma, "a": a, "b": b,
+                "sigma": sigma, "noise": noise}
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                 patch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one ``(H, W)`` float image and its bool mask into a ``(patch, patch)`` window
+        (zero-padded where it leaves the image; the whole image when ``patch`` is None)."""
+        shape = tuple(image.shape) if patch is None else (patch, patch)
+        d = self._draw(mask, shape, rng)
+        img = ndimage.affine_transform(image, d["matrix"], d["offset"], output_shape=shape, order=1, mode="constant")
+        msk = ndimage.affine_transform(mask.astype(np.float32), d["matrix"], d["offset"], output_shape=shape,
                                        order=1, mode="constant") >= 0.5
-        if flip:
+        if d["flip"]:
             img, msk = img[:, ::-1], msk[:, ::-1]
-        img = np.clip(img, 0.0, None) ** gamma * a + b + sigma * noise
+        img = np.clip(img, 0.0, None) ** d["gamma"] * d["a"] + d["b"] + d["sigma"] * d["noise"]
         return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(msk)
+
+    def batch(self, images: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
+              patch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`__call__` for a stack of equal-sized slices in one resampling call.
+
+        Args:
+            images: float32 ``(B, H, W)``. masks: bool ``(B, H, W)``.
+            rng: one generator for the batch (parameters are drawn sample after sample, in the
+                order :meth:`__call__` draws them).
+            patch: window side in pixels (None: the whole slice).
+        Returns:
+            ``(x, y)`` float32 tensors ``(B, 1, P, P)``: augmented images and 0/1 masks. The warp
+            is :func:`torch.nn.functional.grid_sample` (bilinear, zero outside the image), which
+            equals :meth:`__call__`'s SciPy resampling inside the image and differs only in the
+            half pixel at its edge.
+        """
+        import torch.nn.functional as F
+
+        height, width = images.shape[-2:]
+        shape = (height, width) if patch is None else (patch, patch)
+        draws = [self._draw(m, shape, rng) for m in masks]
+        rows, cols = np.meshgrid(np.arange(shape[0], dtype=np.float64), np.arange(shape[1], dtype=np.float64),
+                                 indexing="ij")
+        out = np.stack([rows.ravel(), cols.ravel()])
+        grids = []
+        for d in draws:
+            src = d["matrix"] @ out + d["offset"][:, None]  # input (row, col) of every output pixel
+            gy = 2.0 * src[0] / max(height - 1, 1) - 1.0
+            gx = 2.0 * src[1] / max(width - 1, 1) - 1.0
+            grids.append(np.stack([gx, gy], axis=-1).reshape(*shape, 2))
+        source = torch.from_numpy(np.stack([images, masks.astype(np.float32)], axis=1).astype(np.float32))
+        grid = torch.from_numpy(np.stack(grids).astype(np.float32))
+        warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        flips = torch.tensor([d["flip"] for d in draws])
+        warped[flips] = warped[flips].flip(-1)
+        img, msk = warped[:, :1], (warped[:, 1:] >= 0.5).float()
+        gamma = torch.tensor([d["gamma"] for d in draws], dtype=torch.float32).view(-1, 1, 1, 1)
+        a = torch.tensor([d["a"] for d in draws], dtype=torch.float32).view(-1, 1, 1, 1)
+        b = torch.tensor([d["b"] for d in draws], dtype=torch.float32).view(-1, 1, 1, 1)
+        sigma = torch.tensor([d["sigma"] for d in draws], dtype=torch.float32).view(-1, 1, 1, 1)
+        noise = torch.from_numpy(np.stack([d["noise"] for d in draws]))[:, None]
+        img = img.clamp(min=0.0) ** gamma * a + b + sigma * noise
+        return img.contiguous(), msk.contiguous()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters (for the model card's recipe)."""

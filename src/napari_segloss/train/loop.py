@@ -192,16 +192,13 @@ def _device(device: str) -> torch.device:
 
 def _batch(split: Any, idx: np.ndarray, rng: np.random.Generator, augment: Augment, patch: int,
            extras: Extras, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
-    """Augmented ``patch``-sized batch ``(x, y)`` ``(B, 1, patch, patch)``, precomputed maps, and
-    spacing ``(B, 2)`` mm."""
-    images, masks, maps = [], [], []
-    for i in idx:
-        img, msk = augment(split.images[i], split.masks[i], rng, patch)
-        images.append(img)
-        masks.append(msk)
-        maps.append(extras.sample_maps(msk, split.spacing[i]))
-    x = torch.from_numpy(np.stack(images))[:, None].to(device, memory_format=torch.channels_last)
-    y = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None].to(device)
+    """Augmented ``patch``-sized batch ``(x, y)`` ``(B, 1, patch, patch)`` (one
+    :meth:`~napari_segloss.train.data.Augment.batch` call), precomputed maps, and spacing ``(B, 2)`` mm."""
+    x, y = augment.batch(split.images[idx], split.masks[idx], rng, patch)
+    masks = y[:, 0].numpy().astype(bool)
+    maps = [extras.sample_maps(msk, split.spacing[i]) for msk, i in zip(masks, idx)]
+    x = x.to(device, memory_format=torch.channels_last)
+    y = y.to(device)
     batched = {k: torch.from_numpy(np.stack([m[k] for m in maps]))[:, None].to(device) for k in extras.maps}
     return x, y, batched, split.spacing[idx]
 

@@ -31,6 +31,10 @@ import torch
 from napari_segloss.train.data import Augment, SliceSet, epoch_batches
 
 
+#: what the cached weights were trained with (part of the cache key)
+OBJECTIVE = "masked-image denoising (MSE), Augment.batch crops"
+
+
 @dataclass(frozen=True)
 class Pretraining:
     """Parameters of the masked-image denoising pretraining.
@@ -71,7 +75,7 @@ def _corrupt(x: torch.Tensor, rng: np.random.Generator, settings: Pretraining) -
 def cache_key(architecture: Mapping[str, Any], train: SliceSet, settings: Pretraining, augment: Augment,
               seed: int) -> str:
     """Hash of everything the pretrained weights depend on."""
-    payload = json.dumps({"architecture": dict(architecture), "names": list(train.names),
+    payload = json.dumps({"objective": OBJECTIVE, "architecture": dict(architecture), "names": list(train.names),
                           "shape": list(train.images.shape), "settings": settings.to_dict(),
                           "augment": augment.to_dict(), "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -92,8 +96,7 @@ def pretrain(model: torch.nn.Module, train: SliceSet, settings: Pretraining, aug
     step, epoch = 0, 0
     while step < settings.steps:
         for idx, rng in epoch_batches(len(train), settings.batch, seed + 7919, epoch):
-            crops = [augment(train.images[i], train.masks[i], rng, settings.patch)[0] for i in idx]
-            clean = torch.from_numpy(np.stack(crops))[:, None]
+            clean, _ = augment.batch(train.images[idx], train.masks[idx], rng, settings.patch)
             noisy = _corrupt(clean, rng, settings)
             out = model(noisy.to(device, memory_format=torch.channels_last))
             loss = torch.nn.functional.mse_loss(out.float(), clean.to(device))
@@ -151,7 +154,7 @@ def pretrained_start(model: torch.nn.Module, architecture: Mapping[str, Any], tr
     else:
         tic = time.perf_counter()
         curve = pretrain(model, train, settings, augment, seed=seed, device=device, progress=progress)
-        info = {"key": key, "objective": "masked-image denoising (MSE)", "settings": settings.to_dict(),
+        info = {"key": key, "objective": OBJECTIVE, "settings": settings.to_dict(),
                 "mse_per_100_steps": curve, "seconds": round(time.perf_counter() - tic, 1)}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".{os.getpid()}.tmp")
