@@ -366,7 +366,7 @@ def test_resample_option_runs_at_the_card_pixel_size(widget, qtbot, slice2d):
 
 
 def test_pixel_size_hint_only_for_known_and_distant_pixel_sizes():
-    from napari_segloss.napari._widget import pixel_size_hint
+    from napari_segloss.napari._scale import pixel_size_hint
 
     assert pixel_size_hint((1.0, 1.0), (0.98, 0.98)) == ""  # unit scale: pixel size unknown
     assert pixel_size_hint((3.0, 1.0, 1.0), (0.98, 0.98)) == ""
@@ -392,6 +392,50 @@ def test_messages_for_invalid_inputs(widget, qtbot, slice2d):
         assert not any(_layers.is_result(layer) for layer in viewer.layers)
     viewer.layers.remove(image)
     assert w.status.text().startswith("No image layer") and not w.run_tab.run_button.isEnabled()
+
+
+def test_scale_text_names_each_choice_and_the_switch():
+    from napari_segloss.checkpoints import ModelCard
+    from napari_segloss.derived import derive
+    from napari_segloss.napari._results import RunResult
+    from napari_segloss.napari._scale import SWITCH_OFF, scale_text
+
+    def result(name: str, scaling: str, note: str) -> RunResult:
+        card = ModelCard(name=name, loss=name, family="region", patch_size=(8, 8), recipe={}, history=[])
+        probability = np.zeros((8, 8), np.float32)
+        return RunResult("key", "scan", card, probability, None, (1.0, 1.0),
+                         {"scaling": scaling, "scaling_note": note}, derive(probability, None, None, 0.5))
+
+    fov = result("a", "field_of_view", "pixel size unknown: resized to the checkpoint's training image size (256 x 256)")
+    same = result("b", "field_of_view", fov.run["scaling_note"])
+    grid = result("c", "none", "run on the input grid (8 x 8)")
+    assert scale_text([]) == ""
+    assert scale_text([fov, same]) == f"Scale: {fov.run['scaling_note']} ({SWITCH_OFF})."
+    assert scale_text([grid]) == "Scale: run on the input grid (8 x 8)."
+    mixed = scale_text([fov, same, grid])
+    assert mixed.startswith(f"Scale: a, b: {fov.run['scaling_note']}; c: run on the input grid (8 x 8)")
+    assert mixed.endswith(f"({SWITCH_OFF}).")
+
+
+def test_skipped_cards_are_named_under_the_picker(widget, tiny_checkpoint_dir, tmp_path, monkeypatch):
+    bad = tmp_path / "bad_cards"
+    bad.mkdir()
+    (bad / "garbled.json").write_text("{not json")
+    (bad / "garbled.safetensors").write_bytes((tiny_checkpoint_dir / "tiny_bce.safetensors").read_bytes())
+    w = widget
+    assert not w.run_tab.skipped.isVisibleTo(w.run_tab)
+    monkeypatch.setenv("NAPARI_SEGLOSS_CHECKPOINTS", os.pathsep.join([str(tiny_checkpoint_dir), str(bad)]))
+    w.refresh_checkpoints()
+    from napari_segloss.checkpoints import scan_checkpoints
+
+    problems = scan_checkpoints().problems
+    assert len(problems) == 1 and "garbled.json" in problems[0]
+    assert w.run_tab.skipped.isVisibleTo(w.run_tab) and "1 checkpoint card(s) skipped" in w.run_tab.skipped.text()
+    assert w.run_tab.skipped.toolTip() == problems[0]
+    assert sorted(w.compare_tab.checklist.names()) == ["tiny_bce", "tiny_dice", "tiny_focal"]  # the rest still listed
+    monkeypatch.setenv("NAPARI_SEGLOSS_CHECKPOINTS", str(tiny_checkpoint_dir))
+    w.refresh_checkpoints()
+    assert not w.run_tab.skipped.isVisibleTo(w.run_tab)
 
 
 def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_dir, tmp_path, monkeypatch):
@@ -574,9 +618,13 @@ def test_removing_the_dock_tears_the_widget_down(widget, qtbot, tmp_path, monkey
     assert not any(_layers.is_result(layer) for layer in viewer.layers)
 
 
-def test_closing_the_viewer_tears_the_widget_down(tiny_registry, qtbot, tmp_path, monkeypatch):
+def test_closing_the_viewer_tears_the_widget_down(tiny_registry, qtbot, tmp_path, monkeypatch, mock_app_model):
+    """(A real viewer, closed by the test; ``mock_app_model``: a fresh napari app, as
+    make_napari_viewer uses, so plugins registered by an earlier test's viewer do not clash.)"""
     import napari
+    from napari.plugins import _initialize_plugins
 
+    _initialize_plugins.cache_clear()  # register the plugins' actions into the fresh app
     viewer = napari.Viewer(show=False)
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     seen_cancel, report_dir = _start_held_job_and_report_dir(qtbot, w, tmp_path, monkeypatch)

@@ -1,12 +1,5 @@
-"""Compare mode: the "Compare" tab (check list, sortable comparison table, CSV export) and the
-side-by-side grid that shows the image under each checkpoint's result.
-
-Grid layout (napari >= 0.6 semantics: hidden layers take no viewbox): the compared layers are
-moved to the top of the layer list as equal-sized groups, one per checkpoint, each with a view
-of the image at its bottom, then the agreement group; ``grid.stride = -group size`` packs the
-layer list from the top, so every group lands in its own viewbox; all other layers are hidden
-while the grid is on and shown again when it is turned off.
-"""
+"""Compare mode: the "Compare" tab (check list, sortable comparison table, CSV export). The
+side-by-side grid it switches on is :mod:`napari_segloss.napari._grid`."""
 
 from __future__ import annotations
 
@@ -15,8 +8,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import napari
-from napari.layers import Layer
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -37,53 +28,6 @@ from napari_segloss.napari._results import RunResult, csv_row
 from napari_segloss.spacing import layer_spacing
 
 _SORT_ROLE = Qt.ItemDataRole.UserRole
-
-
-def grid_model(viewer: napari.Viewer) -> object:
-    """The viewer's grid model (``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before)."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
-
-
-def arrange_grid(viewer: napari.Viewer, groups: Sequence[Sequence[Layer]]) -> list[Layer]:
-    """Show each group of layers in its own grid viewbox, ``groups[0]`` top left.
-
-    Every group but the last must have the same length (the last may be shorter). Within a group,
-    layers are stacked in the given order (first = bottom). Layers outside the groups are hidden.
-    Returns the layers this hid (to pass to :func:`restore_grid`).
-    """
-    size = len(groups[0])
-    if any(len(group) != size for group in groups[:-1]) or len(groups[-1]) > size:
-        raise ValueError("every grid group but the last must have the same length, the last no more")
-    members = {id(_unwrap(layer)) for group in groups for layer in group}
-    hidden = [layer for layer in viewer.layers if id(_unwrap(layer)) not in members and layer.visible]
-    for layer in hidden:
-        layer.visible = False
-    for group in reversed(groups):  # the last group ends up lowest, the first at the top
-        for layer in group:
-            viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-    grid = grid_model(viewer)
-    grid.stride = -size
-    grid.shape = (-1, -1)
-    if hasattr(grid, "spacing"):
-        grid.spacing = 6
-    grid.enabled = True
-    return hidden
-
-
-def _unwrap(layer: Layer) -> Layer:
-    """The layer behind napari's plugin proxy (proxies of one layer are not identical)."""
-    return getattr(layer, "__wrapped__", layer)
-
-
-def restore_grid(viewer: napari.Viewer, hidden: Sequence[Layer]) -> None:
-    """Turn the grid off and show again the layers :func:`arrange_grid` hid (those still present)."""
-    grid = grid_model(viewer)
-    grid.enabled = False
-    grid.stride = 1
-    for layer in hidden:
-        if layer in viewer.layers:
-            layer.visible = True
 
 
 class _SortableItem(QTableWidgetItem):

@@ -9,7 +9,6 @@ is one row of the metrics panel's and comparison table's CSV export.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,24 +74,3 @@ def csv_row(result: RunResult, values: dict[str, float | int], scope: str) -> di
     })
     return row
 
-
-#: what the status line adds after a run that brought the scan to the training scale
-SWITCH_OFF = "untick 'Bring the scan to the checkpoint's training scale' to run on the scan's own grid"
-
-
-def scale_text(results: Sequence[RunResult]) -> str:
-    """How the runs saw the image (``Prediction.metadata["scaling_note"]``), for the status line:
-    ``"Scale: <note>."`` when every checkpoint was scaled alike, else one ``name: note`` per
-    checkpoint; with the way to switch it off when it was on. "" without results."""
-    notes: dict[str, list[str]] = {}
-    for result in results:
-        notes.setdefault(result.run.get("scaling_note", ""), []).append(result.checkpoint)
-    notes.pop("", None)
-    if not notes:
-        return ""
-    if len(notes) == 1:
-        text = f"Scale: {next(iter(notes))}"
-    else:
-        text = "Scale: " + "; ".join(f"{', '.join(names)}: {note}" for note, names in notes.items())
-    scaled = any(result.run.get("scaling", "none") != "none" for result in results)
-    return f"{text}{f' ({SWITCH_OFF})' if scaled else ''}."

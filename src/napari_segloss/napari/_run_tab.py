@@ -1,7 +1,10 @@
 """The "Run" tab: one checkpoint (picker grouped by loss family, with the loss in one line and its
-test Dice), the Run button, and the metrics and training/model-card panels below."""
+test Dice; the cards the registry skipped, and why, below it), the Run button, and the metrics and
+training/model-card panels below."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTabWidget, QToolButton, QVBoxLayout, QWidget
@@ -31,6 +34,10 @@ class RunTab(QWidget):
         self.refresh_button.clicked.connect(self.refresh_requested)
         self.description = QLabel()
         self.description.setWordWrap(True)
+        self.skipped = QLabel()  # the registry's problems: cards skipped, and why (tooltip)
+        self.skipped.setWordWrap(True)
+        self.skipped.setStyleSheet("color: #E69F00")
+        self.skipped.setVisible(False)
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Segment the image with the selected checkpoint")
         self.run_button.clicked.connect(self.run_requested)
@@ -45,14 +52,22 @@ class RunTab(QWidget):
         picker.addWidget(self.refresh_button)
         layout = QVBoxLayout(self)
         layout.addLayout(picker)
+        layout.addWidget(self.skipped)
         layout.addWidget(self.description)
         layout.addWidget(self.run_button)
         layout.addWidget(self.panels, 1)
         self._on_checkpoint()
 
-    def set_checkpoints(self, infos: list[CheckpointInfo]) -> None:
-        """Offer ``infos`` in the picker."""
+    def set_checkpoints(self, infos: list[CheckpointInfo], problems: Sequence[str] = ()) -> None:
+        """Offer ``infos`` in the picker; name the skipped cards (``problems``: one line each, as
+        :attr:`napari_segloss.checkpoints.Registry.problems`) under it, all of them in its tooltip."""
         self.combo.set_checkpoints(infos)
+        if problems:
+            first = problems[0] if len(problems[0]) <= 160 else problems[0][:159] + "…"
+            more = f" (and {len(problems) - 1} more; hover for all)" if len(problems) > 1 else ""
+            self.skipped.setText(f"{len(problems)} checkpoint card(s) skipped: {first}{more}")
+        self.skipped.setToolTip("\n".join(problems))
+        self.skipped.setVisible(bool(problems))
 
     def current(self) -> CheckpointInfo | None:
         """The picked checkpoint, or None."""
