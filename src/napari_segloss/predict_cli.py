@@ -26,7 +26,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from napari_segloss.jsonable import jsonable
 from napari_segloss.spacing import known_spacing, spacing_text
 from napari_segloss.outputs import printable
 
+if TYPE_CHECKING:
+    from napari_segloss.derived import Derived
 
 
 class PredictError(Exception):
@@ -102,17 +104,19 @@ def _checkpoints(choice: str | None, device: Any) -> list:
     return [Segmenter.load(choice, device=device)]
 
 
-def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, mask: np.ndarray, truth: np.ndarray | None,
+def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, derived: Derived, truth: np.ndarray | None,
                    spacing: tuple[float, ...], result: Any = None, fmt: str = "png", metadata: Any = None) -> list[Path]:
-    """Prediction, heatmap, contour and difference images of one run (PNG 2D, TIFF 3D); with
-    ``fmt`` ``dicom-seg`` or ``nifti`` the prediction is ``prediction.seg.dcm`` / ``.nii.gz``
-    (``result``: the :class:`~napari_segloss.io.seg.SegmentResult`, ``metadata``: the scan's)."""
+    """Prediction, heatmap, contour and difference images of one run (PNG 2D, TIFF 3D; ``derived``:
+    its :class:`~napari_segloss.derived.Derived` arrays); with ``fmt`` ``dicom-seg`` or ``nifti``
+    the prediction is ``prediction.seg.dcm`` / ``.nii.gz`` (``result``: the
+    :class:`~napari_segloss.io.seg.SegmentResult`, ``metadata``: the scan's)."""
     from napari_segloss import overlays
     from napari_segloss.io.results import write_mask
     from napari_segloss.io.writers import write_array, write_rgb_png
 
     folder.mkdir(parents=True)
     written = []
+    mask = derived.mask != 0
     if fmt != "png":
         written.append(write_mask(folder / "prediction", fmt, metadata, spacing, result))
     if mask.ndim == 2:
@@ -120,16 +124,15 @@ def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, mask: np.nd
             written.append(write_array(folder / "prediction.png", mask))
         written.append(write_rgb_png(folder / "heatmap.png", overlays.render_heatmap(image, prediction.probability)))
         written.append(write_rgb_png(folder / "contours.png", overlays.render_contours(image, mask, truth)))
-        if truth is not None:
-            diff = overlays.difference_map(mask, truth)
-            written.append(write_rgb_png(folder / "difference.png", overlays.render_difference(image, diff)))
+        if derived.difference is not None:
+            written.append(write_rgb_png(folder / "difference.png", overlays.render_difference(image, derived.difference)))
         return written
     if fmt == "png":
-        written.append(write_array(folder / "prediction.tif", mask.astype(np.uint8), spacing=spacing))
+        written.append(write_array(folder / "prediction.tif", derived.mask, spacing=spacing))
     written.append(write_array(folder / "heatmap.tif", overlays.heatmap(prediction.probability), spacing=spacing))
-    written.append(write_array(folder / "contours.tif", overlays.contour_labels(mask), spacing=spacing))
-    if truth is not None:
-        written.append(write_array(folder / "difference.tif", overlays.difference_map(mask, truth), spacing=spacing))
+    written.append(write_array(folder / "contours.tif", derived.contour, spacing=spacing))
+    if derived.difference is not None:
+        written.append(write_array(folder / "difference.tif", derived.difference, spacing=spacing))
     return written
 
 
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_segloss import metrics
+    from napari_segloss.derived import derive
     from napari_segloss.io.results import SegmentResult, check_format
     from napari_segloss.inference import predict
     from napari_segloss.models import resolve_device
@@ -213,16 +217,18 @@ def run(args: argparse.Namespace) -> int:
                                              resample=args.resample, progress=step)
                     except ValueError as exc:
                         raise PredictError(f"{name}: {exc}") from None
-                    mask = prediction.mask(args.threshold)
+                    known = known_spacing(scan.spacing, scan.spacing_known)  # None: sizes in pixels
+                    derived = derive(prediction.probability, truth, known, args.threshold,
+                                     outline=len(shape) == 3)  # 2D renders draw their own outlines
+                    mask = derived.mask != 0
                     card = checkpoint.card
                     result = SegmentResult(card.name, card.loss, mask, prediction.probability, card.weights_sha256, args.threshold)
-                    files = _write_outputs(base / card.name, scan.data, prediction, mask, truth, scan.spacing,
+                    files = _write_outputs(base / card.name, scan.data, prediction, derived, truth, scan.spacing,
                                            result, args.format, scan.metadata)
                     row: dict[str, Any] = {"scan": name, "checkpoint": checkpoint.card.name, "loss": checkpoint.card.loss, "family": checkpoint.info.family}
-                    known = known_spacing(scan.spacing, scan.spacing_known)  # None: sizes in pixels
                     row["spacing_mm"] = spacing_text(known)
-                    if truth is not None:
-                        row.update(metrics.compute(mask, truth, known))
+                    if derived.metrics is not None:
+                        row.update(derived.metrics)
                     else:
                         row["foreground_pct"] = 100.0 * float(mask.mean())
                         row["volume_pred"] = metrics.volume(mask, known)
