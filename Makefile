@@ -42,8 +42,11 @@ test: install qt-debs
 bench: install
 	$(PY) benchmarks/bench_inference.py
 
+# real-data checkpoints (needs ../shared/data/figshare): the shared pretraining once, then two halves
 weights: install
-	$(PY) scripts/make_weights.py
+	$(PY) scripts/make_weights.py --pretrain-only
+	$(PY) scripts/make_weights.py --part 1/2 & first=$$!; $(PY) scripts/make_weights.py --part 2/2; \
+		second=$$?; wait $$first && exit $$second
 
 # the frozen net of the inverseform loss (weights/aux); retrain the inverseform checkpoint after it
 inverseform-net: install

@@ -26,8 +26,9 @@ DOCK_WIDTH = 520
 def train_demo(directory: Path) -> None:
     """Train the missing demo checkpoints into ``directory`` with a reduced recipe."""
     from napari_segloss.train import Recipe, train
+    from napari_segloss.train.pretrain import Pretraining
 
-    recipe = Recipe(epochs=8, batch=16, patch=128, n_train=192, n_val=32, n_test=32, n_volumes=0)
+    recipe = Recipe(pretraining=Pretraining(), epochs=8, batch=16, patch=128, n_train=192, n_val=32, n_test=32, n_volumes=0)
     for loss in DEMO_LOSSES:
         if not (directory / f"{loss}.json").is_file():
             print(f"training demo checkpoint {loss} …", flush=True)

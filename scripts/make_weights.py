@@ -1,7 +1,12 @@
-"""Train every loss of the catalogue with the one shared recipe into ``weights/``.
+"""Train every loss of the catalogue with the one shared recipe into ``weights/``, on real scans.
 
-Usage: ``python scripts/make_weights.py [--out weights] [--only NAME ...] [--force] [--threads N]``
-(``make weights`` runs it with the defaults). A loss whose checkpoint (``<name>.json`` and
+Usage: ``python scripts/make_weights.py [--data DIR] [--out weights] [--only NAME ...] [--part K/N]
+[--pretrain-only] [--force] [--threads N]``. The data is Cheng's figshare brain-tumour dataset in
+the labelled-folder layout (default ``shared/data/figshare`` beside the checkout, or
+``$NAPARI_SEGLOSS_SHARED_DATA/figshare``; ``napari-segloss data figshare`` converts the original
+release): folds 1-3 train and validate, fold 4 is the test set. ``make weights`` first computes the
+loss-neutral pretraining once (``--pretrain-only``; cached in ``.cache/``), then trains the two
+halves of the catalogue (``--part 1/2``, ``--part 2/2``) in two one-thread processes. A loss whose checkpoint (``<name>.json`` and
 ``<name>.safetensors``) already exists with the same recipe is skipped (a card with another
 recipe, or trained with another frozen auxiliary file such as the InverseForm net, is
 retrained, so the set never mixes recipes), and an interrupted loss resumes from its
@@ -27,12 +32,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from napari_segloss.losses import available, build  # noqa: E402
-from napari_segloss.paths import weights_dir  # noqa: E402
+from napari_segloss.paths import shared_data_dir, weights_dir  # noqa: E402
 from napari_segloss.train.loop import Recipe, train  # noqa: E402
 
 
 #: recipe entries that do not change the trained weights' meaning (speed, bookkeeping)
-_NOT_RECIPE = {"threads", "world_size", "extras"}
+_NOT_RECIPE = {"threads", "world_size", "extras", "precision", "device"}
 
 
 def same_recipe(card_path: Path, recipe: Recipe) -> bool:
@@ -50,11 +55,34 @@ def same_recipe(card_path: Path, recipe: Recipe) -> bool:
     return all(now.get(k) == v for k, v in pinned.items())
 
 
+def pretrain_once(data: Path, recipe: Recipe) -> dict:
+    """The shared pretraining, exactly as :func:`~napari_segloss.train.loop.train` starts it (cached)."""
+    import torch
+
+    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+    from napari_segloss.preprocess import DEFAULT_NORMALIZATION
+    from napari_segloss.threads import torch_threads
+    from napari_segloss.train.loop import load_splits
+    from napari_segloss.train.pretrain import pretrained_start
+
+    with torch_threads(recipe.threads or torch.get_num_threads()):
+        splits = load_splits(data, recipe, dict(DEFAULT_NORMALIZATION))
+        torch.manual_seed(recipe.seed)
+        model = build_model(DEFAULT_ARCHITECTURE)
+        return pretrained_start(model, DEFAULT_ARCHITECTURE, splits.train, recipe.pretraining, recipe.augment,
+                                seed=recipe.seed, device=torch.device("cpu"), progress=sys.stderr.isatty())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the missing checkpoints; returns 1 if any loss failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=shared_data_dir() / "figshare",
+                        help="labelled folder of real scans (default: shared/data/figshare)")
     parser.add_argument("--out", type=Path, default=weights_dir(), help="checkpoint folder (default: weights/)")
     parser.add_argument("--only", nargs="*", help="train only these losses")
+    parser.add_argument("--part", default="1/1", help="K/N: train every N-th loss of the list, starting at the K-th")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="compute (or check) the shared loss-neutral pretraining and stop")
     parser.add_argument("--force", action="store_true", help="retrain losses that already have a checkpoint")
     parser.add_argument("--device", default="cpu", help="training device (default cpu, as the bundled set)")
     parser.add_argument("--threads", type=int, default=1,
@@ -62,8 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                         "about 1.5x slower; use 2 on an idle one)")
     args = parser.parse_args(argv)
 
-    names = args.only or available()
+    if not (args.data / "labels.csv").is_file():
+        print(f"make_weights: no labelled data at {args.data} (labels.csv missing); see the README's "
+              "'Real data' section", file=sys.stderr)
+        return 2
+    part, parts = (int(v) for v in args.part.split("/"))
+    names = (args.only or available())[part - 1::parts]
     recipe = dataclasses.replace(Recipe(), threads=args.threads)
+    if args.pretrain_only:
+        info = pretrain_once(args.data, recipe)
+        print(f"pretraining {info.get('key')}: {info.get('seconds', 0):.0f} s (0 = cached)", flush=True)
+        return 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     failed: list[str] = []
     for i, name in enumerate(names, 1):
@@ -75,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(names)}] {name}: checkpoint has another recipe or auxiliary net, retraining", flush=True)
         tic, ctic = time.perf_counter(), time.process_time()
         try:
-            result = train(name, out=args.out, recipe=recipe, device=args.device, resume=not args.force,
-                           progress=sys.stderr.isatty())
+            result = train(name, out=args.out, data=args.data, recipe=recipe, device=args.device,
+                           resume=not args.force, progress=sys.stderr.isatty())
         except Exception:  # a failing loss is a finding: report it, go on with the others
             failed.append(name)
             print(f"[{i}/{len(names)}] {name}: FAILED\n{traceback.format_exc()}", flush=True)

@@ -15,9 +15,10 @@ from napari_segloss.preprocess import DEFAULT_NORMALIZATION
 from napari_segloss.train import Recipe, train
 from napari_segloss.train.distributed import average_gradients
 from napari_segloss.train.loop import load_splits
+from napari_segloss.train.pretrain import Pretraining
 
 #: 16 slices of 64x64, batch 2 per rank: 4 optimiser steps, each rank on its own half of every batch
-RECIPE = Recipe(epochs=1, batch=2, patch=64, lr=1e-2, loss_lr=5e-2, n_train=16, n_val=2, n_test=2, n_volumes=1,
+RECIPE = Recipe(pretraining=Pretraining(), epochs=1, batch=2, patch=64, lr=1e-2, loss_lr=5e-2, n_train=16, n_val=2, n_test=2, n_volumes=1,
                 volume_depth=4, render_size=64, threads=1)
 
 

@@ -23,9 +23,10 @@ from napari_segloss.preprocess import normalize
 from napari_segloss.train.evaluate import (aggregate, bootstrap_ci, overlap, paired_difference, probabilities,
                                            size_class)
 from napari_segloss.train.loop import _WithFeatures
+from napari_segloss.train.pretrain import Pretraining
 
 #: a recipe small enough for tests: 64x64 synthetic slices, 8 steps per epoch
-TINY = Recipe(epochs=2, batch=4, patch=64, lr=1e-2, n_train=32, n_val=4, n_test=6, n_volumes=1,
+TINY = Recipe(pretraining=Pretraining(), epochs=2, batch=4, patch=64, lr=1e-2, n_train=32, n_val=4, n_test=6, n_volumes=1,
               volume_depth=6, render_size=64, threads=1)
 
 
