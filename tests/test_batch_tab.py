@@ -80,6 +80,8 @@ def test_run_report_and_worst_cases(tab: BatchTab, tmp_path: Path, qtbot, monkey
     assert tab.result is not None and tab.result.out == out and zipfile.is_zipfile(out)
     assert "Done: 3 image(s) x 2 checkpoint(s)" in tab.status.text()
     assert values[-1] == tab.progress_bar.maximum() and len(values) >= 2
+    assert tab.resample_box.isChecked() and "Scale: each image ran at the checkpoint's training pixel size" in \
+        tab.status.text() and "untick 'Bring each scan" in tab.status.text()  # the default rule, and its switch
     assert tab.report_button.isEnabled() and tab.worst_button.isEnabled()
     assert not tab.run_button.isEnabled()  # the output exists now and overwrite is off
 
@@ -152,6 +154,12 @@ def test_resample_box_reaches_run_batch(tab: BatchTab, tmp_path: Path, qtbot, mo
     tab.run()
     wait_idle(qtbot, tab)
     assert seen and seen[0]["resample"] is tab.resample_box.isChecked()
+    returned = type("Result", (), {"items": [1], "checkpoints": ["tiny_dice"], "seconds": 1.0, "failed": 0,
+                                   "out": tmp_path / "results.zip"})()
+    tab.auto_load_box.setChecked(False)
+    tab._on_returned(returned)  # the scale rule of the run is said with its result
+    off = "Scale: each image ran on the file's own grid."
+    assert (off in tab.status.text()) is (not seen[0]["resample"])
 
 
 def test_a_late_load_of_older_worst_cases_is_dropped(tab: BatchTab, tmp_path: Path, qtbot,

@@ -46,6 +46,7 @@ from napari_segloss.models import available_devices, resolve_device
 from napari_segloss.napari import _layers
 from napari_segloss.napari._checkpoint_pickers import CheckpointChecklist
 from napari_segloss.napari._jobs import Job
+from napari_segloss.napari._scale import batch_scale_text
 
 #: tag of the image layers the tab loads (worst cases); their result layers use _layers.TAG
 BATCH_TAG = "napari_segloss_batch"
@@ -83,6 +84,7 @@ class BatchTab(QWidget):
         self.worker: Job | None = None
         self._case_worker: Any = None
         self._case_generation = 0  # bumped by every load and run: a late load of older cases is dropped
+        self._resample = True  # the scale rule of the last run
         self._report_dir: Path | None = None
 
         self.input_edit = QLineEdit()
@@ -278,6 +280,7 @@ class BatchTab(QWidget):
         }
         source, out = Path(self.input_edit.text().strip()).expanduser(), Path(self.output_edit.text().strip()).expanduser()
         self._case_generation += 1  # the cases of the previous result are stale now
+        self._resample = kwargs["resample"]  # the scale rule of this run, said when it ends
         self.progress_bar.setValue(0)
         self.worker = Job(lambda report, cancelled: run_batch(source, names, out, progress=report, cancel=cancelled,
                                                               **kwargs),
@@ -307,7 +310,8 @@ class BatchTab(QWidget):
         level = "warning" if result.failed else "info"
         failed = f", {result.failed} failed (see manifest.csv)" if result.failed else ""
         self.say(f"Done: {len(result.items)} image(s) x {len(result.checkpoints)} checkpoint(s) in "
-                 f"{result.seconds:.1f} s{failed}. Wrote {result.out}.", level, notify=True)
+                 f"{result.seconds:.1f} s{failed}. Wrote {result.out}. {batch_scale_text(self._resample)}",
+                 level, notify=True)
         if self.auto_load_box.isChecked():
             self.load_worst(self.worst_spin.value())
 

@@ -1,7 +1,7 @@
 """What the widget says about the scale a checkpoint saw the image at: after a run, how each
 scan was brought to the training scale (:func:`scale_text`, shown in the status line, with how
-to switch it off); with the switch off, a hint when the layer's pixels are far from the
-checkpoint's (:func:`pixel_size_hint`)."""
+to switch it off; :func:`batch_scale_text` for the Batch tab); with the switch off, a hint when
+the layer's pixels are far from the checkpoint's (:func:`pixel_size_hint`)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def scale_text(results: Sequence[RunResult]) -> str:
         text = "Scale: " + "; ".join(f"{', '.join(names)}: {note}" for note, names in notes.items())
     scaled = any(result.run.get("scaling", "none") != "none" for result in results)
     return f"{text}{f' ({SWITCH_OFF})' if scaled else ''}."
+
+
+def batch_scale_text(resample: bool) -> str:
+    """The scale rule a batch ran with (its per-image choice follows each file's pixel size), for
+    the Batch tab's status line, with how to switch it off when it was on."""
+    if not resample:
+        return "Scale: each image ran on the file's own grid."
+    return ("Scale: each image ran at the checkpoint's training pixel size where the file records one (DICOM, "
+            "NIfTI, TIFF), else at its training image size (untick 'Bring each scan to the checkpoint's training "
+            "scale' to run on the files' own grids).")
 
 
 def pixel_size_hint(scale: tuple[float, ...], card_spacing: tuple[float, ...] | None) -> str:
