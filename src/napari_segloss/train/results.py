@@ -248,8 +248,10 @@ def calibration_findings(cards: Sequence[Mapping[str, Any]], curves: Mapping[str
         out.append(f"- **Over-confident** (temperature > 1 softens them most): {', '.join(over) or 'none'}.")
         out.append(f"- **Under-confident** (temperature < 1 sharpens them): {', '.join(under) or 'none'}.")
     if curves:
-        rise = sorted((landscape_sharpness(land, "dice"), name) for name, land in curves.items() if "dice" in land.values)
-        out.append("- **Flattest minima** (smallest Dice-loss rise at ±1 filter norm): "
+        collapsed = {c["name"] for c in cards if "Collapsed" in c.get("notes", "")}  # constant output: flat, trivially
+        rise = sorted((landscape_sharpness(land, "dice"), name) for name, land in curves.items()
+                      if "dice" in land.values and name not in collapsed)
+        out.append("- **Flattest minima** (smallest Dice-loss rise at ±1 filter norm; collapsed checkpoints left out): "
                    + ", ".join(f"{n} ({r:+.3f})" for r, n in rise[:5]) + ".")
         out.append("- **Sharpest minima**: " + ", ".join(f"{n} ({r:+.3f})" for r, n in rise[::-1][:5]) + ".")
     return out
