@@ -417,6 +417,34 @@ def test_scale_text_names_each_choice_and_the_switch():
     assert mixed.endswith(f"({SWITCH_OFF}).")
 
 
+def test_threshold_updater_applies_only_the_newest_threshold_and_nothing_after_close(qtbot):
+    from napari_segloss.checkpoints import ModelCard
+    from napari_segloss.derived import derive
+    from napari_segloss.napari._results import RunResult
+    from napari_segloss.napari._threshold import ThresholdUpdater
+
+    probability = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    card = ModelCard(name="a", loss="dice", family="region", patch_size=(8, 8), recipe={}, history=[])
+    result = RunResult("key", "scan", card, probability, None, (1.0, 1.0), {}, derive(probability, None, None, 0.5))
+    current, applied, failed = [0.3], [], []
+    updater = ThresholdUpdater(lambda: current[0], lambda t: [result], lambda done, t: applied.append((done, t)),
+                               failed.append)
+    updater.run()
+    current[0] = 0.7
+    updater.run()  # voids the computation for 0.3 still in flight
+    qtbot.waitUntil(lambda: bool(applied), timeout=TIMEOUT_MS)
+    qtbot.wait(300)
+    ((done, threshold),) = applied
+    assert threshold == 0.7 and done[0][0] is result
+    np.testing.assert_array_equal(done[0][1].mask, probability >= np.float32(0.7))
+    current[0] = 0.2
+    updater.run()
+    updater.close()  # teardown: nothing reaches the widget any more
+    updater.schedule()
+    qtbot.wait(400)
+    assert len(applied) == 1 and not failed
+
+
 def test_skipped_cards_are_named_under_the_picker(widget, tiny_checkpoint_dir, tmp_path, monkeypatch):
     bad = tmp_path / "bad_cards"
     bad.mkdir()

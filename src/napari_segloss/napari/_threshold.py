@@ -62,7 +62,7 @@ class ThresholdUpdater(QObject):
 
         self._worker = create_worker(compute, _connect={
             "returned": lambda done: self._returned(done, generation, threshold),
-            "errored": lambda exc: self._failed(f"Threshold update failed: {exc}"),
+            "errored": lambda exc: self._errored(exc, generation),
         })
 
     def close(self) -> None:
@@ -73,3 +73,7 @@ class ThresholdUpdater(QObject):
     def _returned(self, done: list[tuple[RunResult, Derived]], generation: int, threshold: float) -> None:
         if generation == self._generation:  # else a newer threshold is being computed, or closed
             self._apply(done, threshold)
+
+    def _errored(self, exc: Exception, generation: int) -> None:
+        if generation == self._generation:
+            self._failed(f"Threshold update failed: {exc}")
