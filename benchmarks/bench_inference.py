@@ -9,6 +9,8 @@ when present:
   warm-up; includes normalisation, padding and the copy back), side by side for a loaded
   checkpoint and for the registry name (``predict(image, "dice")``, what the CLI, batch and widget
   call: it adds the registry look-up, cached, and the model-cache hit);
+* beside them the seed tool's path (``seed_baseline.predict``: PIL resize to 256², its FPN, resize
+  back) and its ratio to ``predict`` by name (issue 17's targets: >= 5x at 256², >= 3x at 512²);
 * 3D throughput in slices/s on a 64x256x256 uint16 volume;
 * peak RSS of this process, and with ``--large`` the extra memory (peak RSS minus RSS with the
   input allocated, in a fresh process) of a 155x512x512 volume (the issue's 2 GB bound).
@@ -45,6 +47,10 @@ from napari_segloss.checkpoints import (
     save_checkpoint,
 )
 from napari_segloss.inference import predict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed_baseline  # noqa: E402  (the seed tool's path: PIL resize to 256², its 15.5 M-parameter FPN)
+from napari_segloss.backends import uses_onnx
 from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
 
 
@@ -104,13 +110,17 @@ def bench_device(card: Path, name: str, device: str, repeat: int) -> dict[str, A
     loaded = load(card, device=device)
     warm = time.perf_counter() - start
     result: dict[str, Any] = {"load_cold_ms": 1e3 * statistics.median(cold), "load_warm_ms": 1e3 * warm}
+    seed_model = seed_baseline.build_seed_model().eval().to(device)
     for size in (256, 512):
         image = _image((size, size))
         medians = _paired_medians({"loaded": lambda: predict(image, loaded, device=device),
-                                   "by_name": lambda: predict(image, name, device=device)}, repeat)
+                                   "by_name": lambda: predict(image, name, device=device),
+                                   "seed": lambda: seed_baseline.predict(seed_model, image)}, repeat)
         result[f"latency_{size}_ms"] = 1e3 * medians["loaded"]
         result[f"latency_{size}_by_name_ms"] = 1e3 * medians["by_name"]
         result[f"by_name_overhead_{size}_pct"] = 100 * (medians["by_name"] / medians["loaded"] - 1)
+        result[f"seed_{size}_ms"] = 1e3 * medians["seed"]
+        result[f"seed_over_by_name_{size}_x"] = medians["seed"] / medians["by_name"]
     volume = _image((64, 256, 256))
     seconds = _median_seconds(lambda: predict(volume, loaded, device=device), max(1, repeat // 5))
     result["volume_64x256x256_slices_per_s"] = 64 / seconds
@@ -156,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_threads": torch.get_num_threads(),
             "machine": platform.platform(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "cpu_backend": "onnxruntime" if uses_onnx(torch.device("cpu")) else "torch",
             "results": {},
         }
         for device in devices:
@@ -166,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["results"][device]["volume_155x512x512"] = json.loads(out.stdout.strip().splitlines()[-1])
         report["peak_rss_mb"] = _peak_rss_mb()
 
-    print(f"checkpoint: {label}; torch {report['torch']}, {report['cpu_threads']} CPU threads; GPU: {report['gpu']}")
+    print(f"checkpoint: {label}; torch {report['torch']}, {report['cpu_threads']} CPU threads; GPU: {report['gpu']}; "
+          f"CPU backend {report['cpu_backend']}")
     for device, figures in report["results"].items():
         print(f"[{device}]")
         for key, value in figures.items():

@@ -84,14 +84,47 @@ def graph_path(weights_sha256: str) -> Path:
     return user_cache_dir() / "onnx" / f"{weights_sha256}-v{EXPORT_VERSION}.onnx"
 
 
-def weights_match(weights_path: Path, weights_sha256: str) -> bool:
-    """Whether the safetensors file at ``weights_path`` has the sha256 a card records."""
-    if not weights_sha256 or Path(weights_path).suffix.lower() != ".safetensors":
-        return False
+def _signature(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+_VERIFIED: dict[tuple, Any] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def verified_card(card_path: Path, weights_path: Path) -> Any:
+    """The card at ``card_path`` when its graph is cached and ``weights_path`` is a safetensors
+    file with the sha256 the card records, else None (the caller loads through torch, which
+    exports the graph or reports the bad weights).
+
+    Remembered per (card, weights) file identity (inode, mtime, size): a repeated call on
+    unchanged files reads and hashes nothing.
+    """
+    from napari_segloss.checkpoints import read_card
+
+    card_path, weights_path = Path(card_path), Path(weights_path)
+    if weights_path.suffix.lower() != ".safetensors":
+        return None
     try:
-        return hashlib.sha256(Path(weights_path).read_bytes()).hexdigest() == weights_sha256
+        key = (str(card_path), _signature(card_path), str(weights_path), _signature(weights_path))
     except OSError:
-        return False
+        return None
+    with _VERIFIED_LOCK:
+        card = _VERIFIED.get(key)
+    if card is None:
+        card = read_card(card_path)
+        try:
+            digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        if not card.weights_sha256 or digest != card.weights_sha256:
+            return None
+        with _VERIFIED_LOCK:
+            if len(_VERIFIED) >= 1024:
+                _VERIFIED.clear()
+            _VERIFIED[key] = card
+    return card if cached_graph(card.weights_sha256) is not None else None
 
 
 def export(model: torch.nn.Module, path: Path, channels: int) -> Path:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_segloss import __version__
-from napari_segloss.checkpoints import CheckpointInfo, LoadedCheckpoint, ModelCard, load, read_card
+from napari_segloss.checkpoints import CheckpointInfo, LoadedCheckpoint, ModelCard, load
 from napari_segloss.checkpoints.registry import locate
 from napari_segloss.models import SIZE_MULTIPLE, resolve_device
 from napari_segloss.preprocess import normalize, to_grayscale
@@ -326,8 +326,8 @@ class Segmenter:
         loaded = None if onnx and not isinstance(checkpoint, LoadedCheckpoint) else _prepared(checkpoint, dev)
         if loaded is None:
             card_path, weights_path = locate(checkpoint)  # type: ignore[arg-type]
-            card = read_card(card_path)
-            if backends.cached_graph(card.weights_sha256 or "0" * 64) is None or not backends.weights_match(weights_path, card.weights_sha256):
+            card = backends.verified_card(card_path, weights_path)
+            if card is None:
                 loaded = _prepared(checkpoint, dev)  # export first (or let load report the bad weights)
         if loaded is not None:
             card, info = loaded.card, loaded.info
