@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -339,7 +340,7 @@ class Segmenter:
                         image_size=getattr(card, "image_size", None),
                         reload=lambda target: _prepared(source, target).model, budget_bytes=budget_bytes)
         segmenter.loaded, segmenter.card, segmenter.info = loaded, card, info
-        if onnx and card.weights_sha256:
+        if onnx and card.weights_sha256 and Path(info.weights).suffix.lower() == ".safetensors":  # sha256 checked
             segmenter.backend = backends.onnx_backend(card.weights_sha256, card.input_channels, lambda: segmenter.model)
         return segmenter
 
