@@ -105,6 +105,26 @@ def test_folder_splits_read_pairs(tmp_path, layout):
     np.testing.assert_allclose(resized.train.spacing / splits.train.spacing, 2.0)
 
 
+def test_folder_volumes_are_normalised_as_inference_normalises_them(tmp_path):
+    """A 3-D training volume is normalised as a whole (as ``predict`` does), not slice by slice:
+    a dim slice stays dim relative to a bright one."""
+    from napari_segloss.inference import Segmenter
+    from napari_segloss.io.writers import write_array
+
+    rng = np.random.default_rng(0)
+    volume = np.stack([rng.integers(0, 100, (64, 64)) * (k + 1) for k in range(4)]).astype(np.uint16)
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[:, 20:40, 20:40] = 1
+    write_array(tmp_path / "vol.tif", volume, spacing=(2.0, 1.0, 1.0))
+    write_array(tmp_path / "vol_mask.tif", mask, spacing=(2.0, 1.0, 1.0))
+    splits = folder_splits(tmp_path, val_fraction=0.25)
+    by_name = dict(zip(splits.train.names + splits.val.names, np.concatenate([splits.train.images, splits.val.images])))
+    expected = Segmenter(torch.nn.Identity()).prepare(volume)[0][:, 0]  # what inference feeds the network
+    for k in range(4):
+        np.testing.assert_allclose(by_name[f"vol_{k}"], expected[k], atol=1e-6)
+    assert by_name["vol_0"].max() < 0.5 < by_name["vol_3"].max()
+
+
 def test_folder_without_pairs_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no image/mask pairs"):
         folder_splits(tmp_path)

@@ -285,8 +285,9 @@ def folder_splits(
 ) -> Splits:
     """Train/val splits from a folder of image/mask pairs (PNG, TIFF or DICOM).
 
-    Each image is read with :func:`napari_segloss.io.read_scans`, made grey, split into 2-D
-    slices if it is a volume and normalised. Slices keep their resolution (inference runs at
+    Each image is read with :func:`napari_segloss.io.read_scans`, made grey, normalised (a volume
+    as a whole, exactly as :func:`napari_segloss.inference.predict` normalises it) and split into
+    2-D slices. Slices keep their resolution (inference runs at
     the input's resolution too) unless their shapes differ: then every slice is resized to the
     most common shape, or to ``size x size`` when ``size`` is given (spacing rescaled). A mask is
     foreground where it is non-zero. A seeded permutation puts ``val_fraction`` of the slices (at
@@ -303,8 +304,9 @@ def folder_splits(
         msk, _ = _as_slices(read_scans(mask_path)[0])
         if img.shape != msk.shape:
             raise ValueError(f"{mask_path}: mask shape {msk.shape} != image shape {img.shape}")
-        for i, (im, mk) in enumerate(zip(img, msk)):
-            slices.append((normalize(im, norm), mk > 0, sp, image_path.stem if len(img) == 1 else f"{image_path.stem}_{i}"))
+        scaled = normalize(img, norm)  # over the whole volume, as inference normalises it
+        for i, (im, mk) in enumerate(zip(scaled, msk)):
+            slices.append((im, mk > 0, sp, image_path.stem if len(img) == 1 else f"{image_path.stem}_{i}"))
     target = (size, size) if size else Counter(im.shape for im, *_ in slices).most_common(1)[0][0]
     images, masks, spacing, kinds, names = [], [], [], [], []
     for im, mk, sp, name in slices:
