@@ -40,7 +40,8 @@ def dice_at_finer_scale(checkpoint: str, slices: int, factor: float) -> tuple[li
         image = ndimage.zoom(sample.image.astype(np.float32), factor, order=1)
         truth = ndimage.zoom(sample.mask.astype(np.uint8), factor, order=0).astype(bool)
         spacing = tuple(s * sample.image.shape[0] / image.shape[0] for s in sample.spacing)
-        plain.append(compute(predict(image, checkpoint, device="cpu", spacing=spacing).mask(), truth)["dice"])
+        plain.append(compute(predict(image, checkpoint, device="cpu", spacing=spacing, resample=False).mask(),
+                             truth)["dice"])
         resampled.append(compute(predict(image, checkpoint, device="cpu", spacing=spacing, resample=True).mask(),
                                  truth)["dice"])
         native.append(compute(predict(sample.image, checkpoint, device="cpu").mask(), sample.mask)["dice"])

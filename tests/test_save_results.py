@@ -95,10 +95,15 @@ def test_plain_image_results_are_pngs_and_nothing_to_save_is_said(widget, qtbot,
     np.testing.assert_array_equal(read_scans(saved)[0].data > 0, w.current_result().derived.mask > 0)
 
 
-def test_demo_runs_the_default_checkpoint_and_a_three_checkpoint_comparison(tiny_registry, qtbot):
+def test_demo_runs_the_default_checkpoint_and_a_three_checkpoint_comparison(tiny_registry, qtbot, mock_app_model):
+    """(``mock_app_model`` + a cleared plugin cache: a fresh napari app for this real viewer, so the
+    plugins an earlier test's viewer registered do not clash.)"""
+    from napari.plugins import _initialize_plugins
+
     from napari_segloss.napari._demo import compared_checkpoints, open_demo
     from napari_segloss.napari._widget import LossExplorerWidget
 
+    _initialize_plugins.cache_clear()
     viewer = open_demo(2, show=False)
     try:
         (w,) = viewer.window._qt_window.findChildren(LossExplorerWidget)
