@@ -163,3 +163,11 @@ def test_bundled_checkpoint_onnx_is_as_close_to_float64_as_torch(cache):
         ref = torch.sigmoid(torch.from_numpy(eager.logits(x))).numpy().astype(np.float64)
         assert np.abs(got - ref).max() <= 1e-4
         assert np.abs(got - want64[:, 0]).max() <= max(1e-5, 1.5 * np.abs(ref - want64[:, 0]).max())
+
+
+def test_reused_backends_are_bounded(tiny_checkpoint_dir, cache, monkeypatch):
+    monkeypatch.setattr(backends, "MAX_BACKENDS", 2)
+    kept = [Segmenter.load(tiny_checkpoint_dir / f"{name}.json", device="cpu", backend="onnx")
+            for name in ("tiny_dice", "tiny_focal", "tiny_bce")]
+    assert list(backends._BACKENDS) == [str(s.backend.path) for s in kept[1:]]  # the oldest dropped
+    assert kept[0].backend(np.zeros((1, 1, 64, 64), np.float32)).shape == (1, 1, 64, 64)  # still usable
