@@ -171,3 +171,21 @@ def test_reused_backends_are_bounded(tiny_checkpoint_dir, cache, monkeypatch):
             for name in ("tiny_dice", "tiny_focal", "tiny_bce")]
     assert list(backends._BACKENDS) == [str(s.backend.path) for s in kept[1:]]  # the oldest dropped
     assert kept[0].backend(np.zeros((1, 1, 64, 64), np.float32)).shape == (1, 1, 64, 64)  # still usable
+
+
+def test_one_export_per_architecture(tiny_checkpoint_dir, cache, monkeypatch):
+    """The second checkpoint of an architecture gets its graph from the template and its own
+    safetensors tensors: no export, no torch model."""
+    first = Segmenter.load(tiny_checkpoint_dir / "tiny_dice.json", device="cpu", backend="onnx")
+    card = first.card
+    assert backends.template_path(card.architecture, card.input_channels).is_file()
+    exports = []
+    monkeypatch.setattr(backends, "export", lambda *a, **k: exports.append(a))
+    second = Segmenter.load(tiny_checkpoint_dir / "tiny_focal.json", device="cpu", backend="onnx")
+    assert exports == [] and second._model is None
+    image = _scan((48, 80), 5)
+    eager = Segmenter.load(tiny_checkpoint_dir / "tiny_focal.json", device="cpu", backend="torch")
+    np.testing.assert_allclose(predict(image, second, resample=False).probability,
+                               predict(image, eager, resample=False).probability, atol=1e-4, rtol=0)
+    assert not np.allclose(predict(image, first, resample=False).probability,
+                           predict(image, second, resample=False).probability, atol=1e-3)  # its own weights

@@ -6,12 +6,14 @@ that finds the graph cached never imports segmentation_models_pytorch/timm/torch
 seconds of start-up); ``benchmarks/bench_backends.py`` measures it, ``benchmarks/README.md``
 records it. Torch stays the backend on GPUs and for training, fine-tuning and gradients.
 
-The graph is derived data, never the source of truth: it is exported from the safetensors
-weights (``torch.onnx.export``) the first time a checkpoint runs on the CPU and cached under
-:func:`napari_segloss.paths.user_cache_dir` as ``onnx/<weights sha256>-v<EXPORT_VERSION>.onnx``.
-A graph is a protobuf file (no code runs when it is loaded); it is used only for a card whose
-weights file still has the sha256 the card records (checked on every load), and a damaged or
-unreadable graph is exported again.
+The graph is derived data, never the source of truth. Once per architecture the torch network is
+exported (``torch.onnx.export`` without constant folding, so the graph's initializers keep the
+state dict's names) into a template, ``onnx/arch-<sha256 of the architecture>-v<EXPORT_VERSION>.onnx``
+under :func:`napari_segloss.paths.user_cache_dir`; a checkpoint's graph,
+``onnx/<weights sha256>-v<EXPORT_VERSION>.onnx``, is that template with its initializers replaced
+by the checkpoint's safetensors tensors (20 ms, no torch model). A graph is a protobuf file (no
+code runs when it is loaded); it is used only for a card whose weights file still has the sha256
+the card records (checked on every load), and a damaged or unreadable graph is written again.
 
 ``NAPARI_SEGLOSS_BACKEND`` chooses: ``auto`` (default: ONNX Runtime on the CPU when it is
 installed, else torch), ``torch``, or ``onnx`` (ONNX Runtime on the CPU, an error where it is not
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ BACKEND_ENV = "NAPARI_SEGLOSS_BACKEND"
 #: the values :data:`BACKEND_ENV` (and ``Segmenter.load(backend=...)``) accept
 BACKENDS = ("auto", "torch", "onnx")
 #: part of every cached graph's name: bump it when the export settings below change
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 #: ONNX operator set of the exported graphs
 OPSET = 17
 #: side of the square example input the graph is traced with (height, width and batch stay dynamic)
@@ -95,7 +98,7 @@ _VERIFIED_LOCK = threading.Lock()
 
 
 def verified_card(card_path: Path, weights_path: Path) -> Any:
-    """The card at ``card_path`` when its graph is cached and ``weights_path`` is a safetensors
+    """The card at ``card_path`` when its graph (or its architecture's template) is cached and ``weights_path`` is a safetensors
     file with the sha256 the card records, else None (the caller loads through torch, which
     exports the graph or reports the bad weights).
 
@@ -125,7 +128,14 @@ def verified_card(card_path: Path, weights_path: Path) -> Any:
             if len(_VERIFIED) >= 1024:
                 _VERIFIED.clear()
             _VERIFIED[key] = card
-    return card if cached_graph(card.weights_sha256) is not None else None
+    cached = cached_graph(card.weights_sha256) or template_path(card.architecture, card.input_channels).is_file()
+    return card if cached else None
+
+
+def template_path(architecture: Mapping[str, Any], channels: int) -> Path:
+    """Where the template graph of an architecture (a card's ``architecture`` dict) is cached."""
+    text = json.dumps({"architecture": dict(architecture), "channels": int(channels)}, sort_keys=True)
+    return user_cache_dir() / "onnx" / f"arch-{hashlib.sha256(text.encode()).hexdigest()}-v{EXPORT_VERSION}.onnx"
 
 
 def export(model: torch.nn.Module, path: Path, channels: int) -> Path:
@@ -133,7 +143,9 @@ def export(model: torch.nn.Module, path: Path, channels: int) -> Path:
     ``(B, 1, H, W)`` logits) as an ONNX graph at ``path`` atomically; returns ``path``.
 
     The export runs on a float32 CPU copy in eval mode (the model itself is untouched); batch,
-    height and width are dynamic.
+    height and width are dynamic; no constant folding, so every initializer is a state-dict
+    entry of the same name (what :func:`write_graph` replaces). ONNX Runtime folds and fuses
+    (Conv + BatchNorm) when it loads the graph.
     """
     import copy
 
@@ -150,8 +162,43 @@ def export(model: torch.nn.Module, path: Path, channels: int) -> Path:
             torch.onnx.export(net, (example,), tmp, input_names=["x"], output_names=["logits"], opset_version=OPSET,
                               dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"},
                                             "logits": {0: "batch", 2: "height", 3: "width"}},
-                              dynamo=False)
+                              do_constant_folding=False, dynamo=False)
         onnx.checker.check_model(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_graph(template: Path, weights_path: Path, weights_sha256: str, path: Path) -> Path:
+    """Write the graph of the safetensors weights at ``weights_path`` (which must have
+    ``weights_sha256``) to ``path`` atomically: ``template`` with every initializer replaced by
+    the state-dict tensor of its name (float32 as in the template). Returns ``path``.
+
+    Raises ``ValueError`` when the weights changed, or a tensor is missing or of another shape
+    (the template belongs to another architecture).
+    """
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.numpy import load as load_safetensors
+
+    payload = Path(weights_path).read_bytes()
+    if hashlib.sha256(payload).hexdigest() != weights_sha256:
+        raise ValueError(f"{weights_path}: the weights changed while their graph was written")
+    state = load_safetensors(payload)
+    graph = onnx.load(str(template))
+    for initializer in graph.graph.initializer:
+        old = numpy_helper.to_array(initializer)
+        new = state.get(initializer.name)
+        if new is None or new.shape != old.shape:
+            raise ValueError(f"{template}: initializer {initializer.name!r} {old.shape} has no match in {weights_path}")
+        initializer.CopyFrom(numpy_helper.from_array(new.astype(old.dtype), initializer.name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(graph.SerializeToString())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -199,13 +246,14 @@ _BACKENDS: OrderedDict[str, OnnxBackend] = OrderedDict()
 _BACKENDS_LOCK = threading.Lock()
 
 
-def onnx_backend(weights_sha256: str, channels: int, model: Callable[[], torch.nn.Module]) -> OnnxBackend:
-    """The ONNX Runtime backend of the weights with this sha256 (shared per process).
+def onnx_backend(card: Any, weights_path: Path, model: Callable[[], torch.nn.Module]) -> OnnxBackend:
+    """The ONNX Runtime backend of a checkpoint (``card``: its ModelCard; ``weights_path``: its
+    sha256-checked safetensors file), shared per process.
 
-    Loads the cached graph, or exports it from ``model()`` (called only then) when it is missing
-    or cannot be loaded.
+    Loads the cached graph, or writes it from the architecture's template, exporting the
+    template from ``model()`` (called only then) when it is missing or unusable.
     """
-    path = graph_path(weights_sha256)
+    path = graph_path(card.weights_sha256)
     with _BACKENDS_LOCK:
         if str(path) in _BACKENDS and path.is_file():
             _BACKENDS.move_to_end(str(path))
@@ -217,7 +265,14 @@ def onnx_backend(weights_sha256: str, channels: int, model: Callable[[], torch.n
             except Exception:  # a truncated or damaged cache file (ORT raises its own types): export again
                 backend = None
         if backend is None:
-            backend = OnnxBackend(export(model(), path, channels))
+            template = template_path(card.architecture, card.input_channels)
+            try:
+                if not template.is_file():
+                    raise ValueError("no template")
+                backend = OnnxBackend(write_graph(template, weights_path, card.weights_sha256, path))
+            except Exception:  # no, a damaged or another architecture's template: export it again
+                export(model(), template, card.input_channels)
+                backend = OnnxBackend(write_graph(template, weights_path, card.weights_sha256, path))
         _BACKENDS[str(path)] = backend
         while len(_BACKENDS) > MAX_BACKENDS:
             _BACKENDS.popitem(last=False)

@@ -341,7 +341,7 @@ class Segmenter:
                         reload=lambda target: _prepared(source, target).model, budget_bytes=budget_bytes)
         segmenter.loaded, segmenter.card, segmenter.info = loaded, card, info
         if onnx and card.weights_sha256 and Path(info.weights).suffix.lower() == ".safetensors":  # sha256 checked
-            segmenter.backend = backends.onnx_backend(card.weights_sha256, card.input_channels, lambda: segmenter.model)
+            segmenter.backend = backends.onnx_backend(card, info.weights, lambda: segmenter.model)
         return segmenter
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, int]:
