@@ -114,7 +114,7 @@ def test_cli_threads_option_and_bad_environment(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path) -> None:
     missing = str(tmp_path / "missing.png")
     torch.set_num_threads(2)
-    assert main(["predict", missing, "--threads", "1", "--out", str(tmp_path / "o")]) == 2  # fails on the file...
+    assert main(["predict", missing, "--threads", "1", "--out", str(tmp_path / "o")]) == 3  # fails on the file (exit 3)...
     assert torch.get_num_threads() == 1  # ...after setting the threads
     monkeypatch.setenv(THREADS_ENV, "lots")
     assert main(["batch", str(tmp_path), "--out", str(tmp_path / "r.zip")]) == 2
