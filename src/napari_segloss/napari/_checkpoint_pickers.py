@@ -26,9 +26,15 @@ def loss_summary(card: ModelCard) -> str:
 
 
 def test_dice(card: ModelCard) -> str:
-    """The card's held-out test Dice as text (``"test Dice 0.812"``), or ``"test Dice not recorded"``."""
+    """The card's held-out test Dice as text, saying on which data: ``"real test Dice 0.712"``
+    (a labelled folder of real scans), ``"synthetic test Dice 0.812"`` (the phantom), or
+    ``"test Dice not recorded"``."""
     value = card.test_metrics.get("dice")
-    return f"test Dice {value:.3f}" if isinstance(value, (int, float)) else "test Dice not recorded"
+    if not isinstance(value, (int, float)):
+        return "test Dice not recorded"
+    source = (card.data or {}).get("source")
+    kind = "real " if source == "labelled folder" else "synthetic " if source == "synthetic" else ""
+    return f"{kind}test Dice {value:.3f}"
 
 
 def _grouped(infos: Sequence[CheckpointInfo]) -> dict[str, list[CheckpointInfo]]:
