@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QPushButton, QVBox
 
 from napari_segloss.checkpoints import CheckpointError, list_checkpoints
 from napari_segloss.interpret.calibration import Reliability, reliability, rescale_probability
-from napari_segloss.napari._interpret_tab import _canvas, _Page, _scrolled, probability_layers
+from napari_segloss.napari._interpret_tab import _canvas, _Page, _scrolled, offer_probability_layers, probability_layers
 
 CALIBRATED_TEXT = ("Heatmaps show calibrated probabilities sigmoid(logit / T) (T from the checkpoint's card); "
                    "the mask at threshold 0.5 is unchanged, since dividing a logit by T > 0 keeps its sign.")
@@ -69,13 +69,7 @@ class CalibrationPage(_Page):
 
     def refresh(self, *_: object) -> None:
         """Offer the probability layers of the selected image."""
-        keep = self.prediction.currentText()
-        image = self.inputs.image()
-        names = list(probability_layers(self.viewer, image)) if image is not None else []
-        self.prediction.clear()
-        self.prediction.addItems(names)
-        if keep in names:
-            self.prediction.setCurrentText(keep)
+        offer_probability_layers(self.prediction, self.viewer, self.inputs.image())
 
     def shown_probability(self, probability: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
         """What a heatmap layer shows: ``probability`` or, with the box ticked and a temperature

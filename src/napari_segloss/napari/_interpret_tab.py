@@ -78,6 +78,18 @@ def probability_layers(viewer: napari.Viewer, source: Layer) -> dict[str, Image]
     return found
 
 
+def offer_probability_layers(combo: Any, viewer: napari.Viewer, source: Layer | None) -> list[str]:
+    """Refill ``combo`` (a QComboBox) with the checkpoints that have a probability layer of
+    ``source``, keeping the current choice when it is still there; returns the names."""
+    keep = combo.currentText()
+    names = list(probability_layers(viewer, source)) if source is not None else []
+    combo.clear()
+    combo.addItems(names)
+    if keep in names:
+        combo.setCurrentText(keep)
+    return names
+
+
 def current_index(viewer: napari.Viewer, layer: Layer) -> tuple[int | None, str | None]:
     """``(slice index along axis 0, problem)`` of the slice of a 3-D ``layer`` the viewer shows.
 
@@ -203,13 +215,7 @@ class LossMapPage(_Page):
 
     def refresh(self, *_: object) -> None:
         """Offer the probability layers of the selected image."""
-        keep = self.prediction.currentText()
-        image = self.inputs.image()
-        names = list(probability_layers(self.viewer, image)) if image is not None else []
-        self.prediction.clear()
-        self.prediction.addItems(names)
-        if keep in names:
-            self.prediction.setCurrentText(keep)
+        names = offer_probability_layers(self.prediction, self.viewer, self.inputs.image())
         if not names:
             self.say("Run a checkpoint on the image first (Run or Compare tab): the loss map needs its prediction.")
         elif self.status.text().startswith("Run a checkpoint"):

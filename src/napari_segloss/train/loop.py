@@ -419,6 +419,13 @@ def train(
     test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed)
     card = _card(name, loss_name, hparams, criterion, extras, architecture, recipe, splits, normalization,
                  history, test_metrics, world, pretrained, {"precision": precision, "device": dev.type})
+    if splits.test is not None and len(splits.test) and len(splits.val):
+        from napari_segloss.inference import Segmenter
+        from napari_segloss.interpret.calibration import calibration_summary
+
+        segmenter = Segmenter(model, device=dev)
+        card["calibration"] = jsonable(calibration_summary(segmenter.logits(splits.val.images), splits.val.masks,
+                                                            segmenter.logits(splits.test.images), splits.test.masks))
     path = None
     if rank == 0:
         path = save_checkpoint(model, ModelCard.from_dict(card), out)
