@@ -116,7 +116,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable recipe for the model card."""
-        out = asdict(self)
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         out["augment"] = self.augment.to_dict()
         out["optimizer"] = "AdamW"
         out["schedule"] = "OneCycleLR (cosine annealing)"
