@@ -414,3 +414,12 @@ def test_batched_augmentation_equals_the_per_sample_recipe():
     diff = np.abs(x[:, 0].numpy() - np.stack([o[0] for o in one]))
     assert np.median(diff) < 1e-5 and (diff > 1e-3).mean() < 0.01
     assert (y[:, 0].numpy().astype(bool) == np.stack([o[1] for o in one])).mean() > 0.995
+
+
+def test_recipe_round_trips_through_a_card():
+    """A card's recipe (with the pretraining's recorded result and run details) gives the recipe back."""
+    recipe = Recipe()
+    recorded = {**recipe.to_dict(), "world_size": 1, "precision": "fp32", "device": "cpu"}
+    recorded["pretraining"] = {**recorded["pretraining"], "result": {"key": "abc", "seconds": 3.0}}
+    assert Recipe.from_dict(json.loads(json.dumps(recorded))) == recipe
+    assert recipe.to_dict()["train_folds"] == [1, 2, 3]

@@ -128,7 +128,9 @@ class Recipe:
         names = {f.name for f in fields(cls)} - {"augment", "pretraining"}
         aug = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(data.get("augment", {})).items()}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-        return cls(**values, augment=Augment(**aug), pretraining=Pretraining(**dict(data.get("pretraining", {}))))
+        settings = {f.name for f in fields(Pretraining)}
+        pre = {k: v for k, v in dict(data.get("pretraining", {})).items() if k in settings}  # not its "result"
+        return cls(**values, augment=Augment(**aug), pretraining=Pretraining(**pre))
 
 
 @dataclass
