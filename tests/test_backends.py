@@ -141,8 +141,10 @@ def test_a_process_with_a_cached_graph_never_imports_smp(tiny_checkpoint_dir, ca
 
 def test_bundled_checkpoint_onnx_is_as_close_to_float64_as_torch(cache):
     """The shipped network's logits reach ~100, so float32 itself is ~1e-4 from the exact result
-    at 512²: ONNX Runtime must stay within 1e-4 of torch and no further from a float64 torch run
-    than float32 torch is (measured: 6.2e-5 vs 7.9e-5 at 512², 3.6e-5 for both at 256²)."""
+    at 512²: ONNX Runtime must stay within 2e-4 of torch (each is float32 noise away from the exact
+    result, on either side) and no further from a float64 torch run than float32 torch is
+    (measured on the real ``dice`` card: ONNX 5.0e-5 vs torch 7.1e-5 from float64 and 1.0e-4 from
+    each other at 512², 2.4e-5 vs 2.3e-5 at 256²)."""
     import copy
 
     from napari_segloss.checkpoints import list_checkpoints
@@ -161,7 +163,7 @@ def test_bundled_checkpoint_onnx_is_as_close_to_float64_as_torch(cache):
             want64 = torch.sigmoid(exact(torch.from_numpy(x).double())).numpy()
         got = torch.sigmoid(torch.from_numpy(onnx.logits(x))).numpy().astype(np.float64)
         ref = torch.sigmoid(torch.from_numpy(eager.logits(x))).numpy().astype(np.float64)
-        assert np.abs(got - ref).max() <= 1e-4
+        assert np.abs(got - ref).max() <= 2e-4
         assert np.abs(got - want64[:, 0]).max() <= max(1e-5, 1.5 * np.abs(ref - want64[:, 0]).max())
 
 

@@ -125,9 +125,9 @@ def test_empty_slice_share_and_kinds(population):
 def test_tumour_size_distribution(population):
     fractions = np.array([s.mask.sum() / s.brain.sum() for s in population])
     positive = fractions[fractions > 0]
-    assert positive.max() <= MAX_FRACTION + 0.01  # up to ~15 % of the brain
-    assert positive.min() < 0.002  # down to a few pixels
-    assert 0.01 < np.median(positive) < 0.06
+    assert positive.max() <= MAX_FRACTION + 0.01  # up to ~25 % of the brain
+    assert positive.min() < 0.01  # down to under 1 % of the brain
+    assert 0.03 < np.median(positive) < 0.08  # about 5 %, as in the real slices
     # right-skewed areas (documented: CALF picks its branch from this skewness)
     areas = np.array([s.mask.sum() for s in population], float)
     assert stats.skew(areas) > 1.0
@@ -158,7 +158,7 @@ def test_tumour_kinds_look_and_sit_right():
         # at the sella: below the brain's centre, and small
         brain_rows = np.nonzero(p.brain)[0]
         assert rows.mean() > brain_rows.mean()
-        assert p.mask.sum() / p.brain.sum() < 0.05
+        assert p.mask.sum() / p.brain.sum() < 0.1
 
     gliomas = [generate_slice(s, 128, tumour="glioma") for s in split_seeds("val", 12)]
     assert all(g.kind == "glioma" for g in gliomas)

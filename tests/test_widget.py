@@ -662,3 +662,38 @@ def test_closing_the_viewer_tears_the_widget_down(tiny_registry, qtbot, tmp_path
     from napari_segloss.napari._lifetime import owned_callbacks
 
     assert owned_callbacks(viewer, w.lifetime._owners) == []
+
+
+def _native_slices():
+    from napari_segloss.paths import shared_data_dir
+
+    return sorted((shared_data_dir() / "figshare" / "native" / "images").glob("*.png"))
+
+
+@pytest.mark.skipif(not _native_slices(), reason="real data not here: ../shared/data/figshare/native is absent "
+                                                 "(it never ships with the repository)")
+def test_a_dropped_512_png_runs_at_the_training_field_of_view_by_default(make_napari_viewer, qtbot):
+    """A real 512x512 PNG opened through the plugin's reader (pixel size unknown) with the bundled
+    best real checkpoint: the widget's default run is ``predict``'s default (training field of view,
+    mapped back), which ``tests/test_real_data.py`` holds to the 256x256 copies' Dice on all 40."""
+    from napari_segloss.checkpoints import list_checkpoints
+
+    real = [c for c in list_checkpoints() if (c.card.data or {}).get("source") == "labelled folder"]
+    if not real:
+        pytest.skip("no bundled checkpoint is trained on the real data yet")
+    best = max(real, key=lambda c: c.card.test_metrics.get("dice") or 0.0).name
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    for path in _native_slices()[:2]:
+        viewer.layers.clear()
+        (layer,) = viewer.open(str(path), plugin=PLUGIN)
+        assert tuple(layer.scale) == (1.0, 1.0) and w.inputs.image() == layer
+        assert w.inputs.resample()
+        w.run_tab.combo.select(best)
+        _click_and_wait(qtbot, w, w.run_tab.run_button)
+        expected = predict(layer.data, best, device="cpu")
+        assert expected.metadata["scaling"] == "field_of_view"
+        assert "pixel size unknown" in w.status.text(), w.status.text()
+        shown = _result_layers(viewer, best)["prediction"].data > 0
+        assert shown.shape == layer.data.shape == (512, 512)
+        np.testing.assert_array_equal(shown, expected.mask())

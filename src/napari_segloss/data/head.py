@@ -32,8 +32,8 @@ class HeadLook:
 def draw_head(rng: np.random.Generator) -> HeadLook:
     """Random head appearance for one subject."""
     return HeadLook(
-        dura=rng.uniform(0.15, 0.35), bone=rng.uniform(0.03, 0.08), marrow=rng.uniform(0.45, 0.8),
-        fat=rng.uniform(1.05, 1.35), muscle=rng.uniform(0.35, 0.5), skin=rng.uniform(0.5, 0.7),
+        dura=rng.uniform(0.15, 0.35), bone=rng.uniform(0.03, 0.08), marrow=rng.uniform(0.6, 1.07),
+        fat=rng.uniform(1.9, 2.4), muscle=rng.uniform(0.35, 0.5), skin=rng.uniform(0.5, 0.7),
         skull_mm=rng.uniform(5.0, 8.0), fat_mm=rng.uniform(2.0, 5.0), scalp_shift_mm=rng.uniform(-2.0, 3.0),
     )
 

@@ -23,9 +23,9 @@ TUMOUR_KINDS: tuple[str, ...] = ("meningioma", "glioma", "pituitary")
 
 #: (median radius mm, log-normal sigma, min mm, max mm) of the 3D tumour radius per kind
 RADIUS_MM: dict[str, tuple[float, float, float, float]] = {
-    "meningioma": (15.0, 0.35, 4.0, 28.0),
-    "glioma": (16.0, 0.35, 5.0, 28.0),
-    "pituitary": (9.0, 0.3, 3.0, 15.0),
+    "meningioma": (24.0, 0.35, 6.0, 36.0),
+    "glioma": (20.0, 0.35, 6.0, 34.0),
+    "pituitary": (17.0, 0.3, 5.0, 24.0),
 }
 
 
