@@ -45,9 +45,10 @@ def same_recipe(card_path: Path, recipe: Recipe) -> bool:
     and with the same frozen auxiliary files: every ``*_sha256`` entry of its ``loss_state`` (e.g.
     the InverseForm net's) must equal what the loss reports now."""
     card = json.loads(card_path.read_text())
-    recorded, current = dict(card.get("recipe", {})), recipe.to_dict()
-    if isinstance(recorded.get("pretraining"), dict):  # what the shared pretraining produced is not a setting
-        recorded["pretraining"] = {k: v for k, v in recorded["pretraining"].items() if k != "result"}
+    # through Recipe: a setting added since the card was written reads as its default, and what the
+    # shared pretraining produced ("result") is not a setting
+    recorded = Recipe.from_dict(card.get("recipe", {})).to_dict()
+    current = recipe.to_dict()
     if not all(recorded.get(k) == v for k, v in current.items() if k not in _NOT_RECIPE):
         return False
     pinned = {k: v for k, v in card.get("loss_state", {}).items() if k.endswith("_sha256")}

@@ -136,3 +136,4 @@ def test_make_weights_sees_the_bundled_set_as_up_to_date(tmp_path):
     changed.write_text(json.dumps(card))
     assert not make_weights.same_recipe(changed, recipe)
     assert not make_weights.same_recipe(weights_dir() / "dice.json", dataclasses.replace(recipe, epochs=3))
+    assert not make_weights.same_recipe(weights_dir() / "dice.json", dataclasses.replace(recipe, synthetic_negatives=50))

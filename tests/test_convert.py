@@ -171,6 +171,28 @@ def test_convert_release(release: Path, tmp_path: Path) -> None:
     assert splits.test.kinds == ["pituitary", "meningioma"]
 
 
+def test_synthetic_negatives_join_the_real_training_slices(release: Path, tmp_path: Path) -> None:
+    """``Recipe.synthetic_negatives``: tumour-free phantom slices at the folder's size, normalised like
+    the real ones, added to the training set only, and said so in the data description."""
+    from dataclasses import replace
+
+    from napari_segloss.preprocess import DEFAULT_NORMALIZATION
+    from napari_segloss.train.loop import Recipe, load_splits
+
+    out = tmp_path / "converted"
+    convert_figshare(release, out)
+    recipe = replace(Recipe(), train_folds=(1,), test_folds=(2,))
+    plain = load_splits(out, recipe, DEFAULT_NORMALIZATION)
+    mixed = load_splits(out, replace(recipe, synthetic_negatives=3), DEFAULT_NORMALIZATION)
+    assert len(mixed.train) == len(plain.train) + 3 and mixed.train.names[:len(plain.train)] == plain.train.names
+    extra = mixed.train.subset(range(len(plain.train), len(mixed.train)))
+    assert extra.images.shape == (3, 64, 64) and not extra.masks.any() and extra.kinds == ["none"] * 3
+    assert 0.0 <= extra.images.min() and extra.images.max() <= 1.0 + 1e-6 and extra.images.std() > 0.1  # a head, not blank
+    assert mixed.val.names == plain.val.names and mixed.test.names == plain.test.names
+    assert "3 tumour-free synthetic slices" in mixed.description["synthetic_negatives"]
+    assert "synthetic_negatives" not in plain.description
+
+
 def test_size_box_averages_and_doubles_the_pixel_size(tmp_path: Path) -> None:
     src = tmp_path / "src"
     big_mask, big_border = _l_shape(512, 100, 130)

@@ -54,6 +54,12 @@ class SliceSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def concat(self, other: SliceSet) -> SliceSet:
+        """This set followed by ``other`` (same slice shape; a new :class:`SliceSet`)."""
+        return SliceSet(np.concatenate([self.images, other.images]), np.concatenate([self.masks, other.masks]),
+                        np.concatenate([self.spacing, other.spacing]), self.kinds + other.kinds,
+                        self.names + other.names)
+
     def subset(self, index: Sequence[int] | np.ndarray) -> SliceSet:
         """The slices at ``index`` (a new :class:`SliceSet`)."""
         idx = np.asarray(index, dtype=np.int64)
@@ -390,6 +396,20 @@ def negative_crop(image: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     best = np.unravel_index(np.argmax(np.where(valid, head_share, -1.0)), valid.shape)
     top, left = int(tops[best[0]]), int(lefts[best[1]])
     return slice(top, top + side), slice(left, left + side)
+
+
+def synthetic_negatives(n: int, size: int, normalization: Mapping[str, Any] | None = None) -> SliceSet:
+    """``n`` tumour-free synthetic slices ``(n, size, size)`` (the phantom's training seeds, random
+    planes), normalised like the training slices: the tumour-free examples real data lacks."""
+    from napari_segloss.data.synthetic import generate_slice, split_seeds
+
+    norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+    seeds = split_seeds("train", n)
+    samples = [generate_slice(seed, size, tumour="none") for seed in seeds]
+    return SliceSet(np.stack([normalize(s.image, norm) for s in samples]).astype(np.float32),
+                    np.zeros((n, size, size), bool),
+                    np.asarray([list(s.spacing[-2:]) for s in samples], dtype=np.float64).reshape(-1, 2),
+                    [NO_TUMOUR] * n, [f"seed{seed}" for seed in seeds])
 
 
 def negative_crops(split: SliceSet, **kwargs: Any) -> SliceSet:

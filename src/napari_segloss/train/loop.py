@@ -84,6 +84,9 @@ class Recipe:
             natively (CUDA, CPUs with AVX-512 BF16 or AMX; :func:`bf16_available`); the loss, the
             gradients' master copy and the optimiser stay float32. Validation and test run in
             float32, as inference does.
+        synthetic_negatives: tumour-free synthetic slices (the phantom at the real slices' size,
+            :func:`~napari_segloss.train.data.synthetic_negatives`) added to a labelled folder's
+            training slices, which all contain tumour; 0 adds none (the bundled set's recipe).
         pretraining: the loss-neutral masked-image denoising start shared by every loss
             (:mod:`napari_segloss.train.pretrain`; ``steps=0`` trains from random weights).
         augment: the augmentation parameters.
@@ -111,6 +114,7 @@ class Recipe:
     test_folds: tuple[int, ...] = (4,)
     val_fraction: float = 0.1
     bf16: bool = False
+    synthetic_negatives: int = 0
     pretraining: Pretraining = field(default_factory=lambda: Pretraining(steps=1500))
     augment: Augment = field(default_factory=Augment)
 
@@ -148,7 +152,7 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
     patient-disjoint folds) -> :func:`~napari_segloss.train.data.fold_splits` with the recipe's
     folds; any other folder of image/mask pairs -> :func:`~napari_segloss.train.data.folder_splits`."""
     from napari_segloss.data.figshare import is_labelled_folder
-    from napari_segloss.train.data import fold_splits, folder_splits, synthetic_splits
+    from napari_segloss.train.data import fold_splits, folder_splits, synthetic_negatives, synthetic_splits
 
     from napari_segloss.models import SIZE_MULTIPLE
 
@@ -162,9 +166,15 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
                                 volume_shape=(recipe.volume_depth, recipe.render_size, recipe.render_size),
                                 normalization=normalization)
     if is_labelled_folder(data):
-        return fold_splits(data, train_folds=recipe.train_folds, val_folds=recipe.val_folds,
-                           test_folds=recipe.test_folds, val_fraction=recipe.val_fraction,
-                           normalization=normalization)
+        splits = fold_splits(data, train_folds=recipe.train_folds, val_folds=recipe.val_folds,
+                             test_folds=recipe.test_folds, val_fraction=recipe.val_fraction,
+                             normalization=normalization)
+        if recipe.synthetic_negatives:
+            extra = synthetic_negatives(recipe.synthetic_negatives, splits.train.images.shape[-1], normalization)
+            splits.train = splits.train.concat(extra)
+            splits.description["synthetic_negatives"] = (
+                f"{len(extra)} tumour-free synthetic slices added to the training slices")
+        return splits
     return folder_splits(data, seed=recipe.seed, normalization=normalization)
 
 
