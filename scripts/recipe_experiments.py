@@ -6,6 +6,11 @@ chosen recipe's measurements are copied into the ``Recipe`` docstring from that 
 
     python scripts/recipe_experiments.py --name base --loss dice
     python scripts/recipe_experiments.py --name pre1500 --loss dice --pretrain-steps 1500
+    python scripts/recipe_experiments.py --name neg300 --loss dice --pretrain-steps 1500 --synthetic-negatives 300
+
+Besides the validation Dice it logs ``val_false_alarms``: the share of the fold-3 negative crops
+(:func:`~napari_segloss.train.data.negative_crops`, tumour-free 96x96 crops far from the tumour)
+on which the trained network marks any pixel.
 """
 
 from __future__ import annotations
@@ -22,6 +27,20 @@ from napari_segloss.train.loop import Recipe, train
 from napari_segloss.train.pretrain import Pretraining
 
 
+def val_false_alarms(checkpoint: Path, recipe: Recipe) -> float:
+    """Share of the validation fold's negative crops on which ``checkpoint`` marks any pixel."""
+    from napari_segloss.checkpoints import load
+    from napari_segloss.preprocess import DEFAULT_NORMALIZATION
+    from napari_segloss.train.data import negative_crops
+    from napari_segloss.train.evaluate import probabilities
+    from napari_segloss.train.loop import load_splits
+
+    crops = negative_crops(load_splits(shared_data_dir() / "figshare", replace(recipe, synthetic_negatives=0),
+                                       dict(DEFAULT_NORMALIZATION)).val)
+    prob = probabilities(load(checkpoint).model, crops.images)
+    return float((prob >= 0.5).any(axis=(1, 2)).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
@@ -31,6 +50,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Recipe.batch)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--pretrain-steps", type=int, default=0)
+    parser.add_argument("--synthetic-negatives", type=int, default=0,
+                        help="tumour-free phantom slices added to the training slices (Recipe.synthetic_negatives)")
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("build/recipe_experiments"))
@@ -39,15 +60,17 @@ def main() -> None:
 
     recipe = replace(Recipe(), epochs=args.epochs, patch=args.patch, batch=args.batch, lr=args.lr,
                      threads=args.threads, train_folds=(1, 2), val_folds=(3,), test_folds=(),
-                     pretraining=Pretraining(steps=args.pretrain_steps))
+                     pretraining=Pretraining(steps=args.pretrain_steps), synthetic_negatives=args.synthetic_negatives)
     architecture = {**DEFAULT_ARCHITECTURE, **args.arch}
     tic = time.perf_counter()
     result = train(args.loss, out=args.out, data=shared_data_dir() / "figshare", recipe=recipe, device="cpu",
                    name=f"{args.name}_{args.loss}", architecture=architecture, progress=False)
     dice = [row["val_dice"] for row in result.history]
+    alarms = val_false_alarms(result.path, recipe)
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
-           "lr": args.lr, "pretrain_steps": args.pretrain_steps, "arch": args.arch,
+           "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives, "arch": args.arch,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
+           "val_false_alarms": round(alarms, 4),
            "minutes": round((time.perf_counter() - tic) / 60, 1)}
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as handle:
