@@ -236,6 +236,15 @@ def test_results_page_tabulates_plots_and_ranks_from_the_cards(tiny_checkpoint_d
     hottest = max(cards[:2], key=lambda c: c["calibration"]["temperature"])["name"]
     assert hottest in notes[0] and "Flattest" in notes[2]
 
+    # the part of the page both sets carry (the real set's with the "_real" figures)
+    paths = [tiny_checkpoint_dir / f"{c['name']}.json" for c in cards]
+    lines = results.analysis_section(cards, paths, test, tmp_path, "_real")
+    page = "\n".join(lines)
+    for figure in ("results_curves_real.png", "results_reliability_real.png", "results_landscapes_real.png"):
+        assert f"]({figure})" in page and (tmp_path / figure).stat().st_size > 1000
+    assert "## Findings under the shared recipe" in page and notes[0] in page
+    assert "results_landscapes" not in "\n".join(results.analysis_section(cards, paths, None, tmp_path))
+
 
 def test_make_calibration_fills_the_card_and_keeps_the_weights(tiny_checkpoint_dir, tmp_path, monkeypatch) -> None:
     import importlib.util

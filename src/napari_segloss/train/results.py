@@ -440,6 +440,55 @@ def real_table(cards: Sequence[Mapping[str, Any]], paired: Mapping[str, Mapping[
     return head + "\n".join(rows) + "\n"
 
 
+def analysis_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], test: Any | None,
+                     out_dir: Path, suffix: str = "") -> list[str]:
+    """Markdown lines (and figures ``results_<name><suffix>.png`` in ``out_dir``) shared by the real
+    and the synthetic set: findings, training curves, reliability per family and, with ``test``
+    slices, 1-D loss landscapes on four of them."""
+    notes = findings(cards)
+    curves = curves_figure(cards, out_dir / f"results_curves{suffix}.png")
+    reliability = reliability_figure(cards, out_dir / f"results_reliability{suffix}.png")
+    curves_1d = landscapes({card["name"]: path for card, path in zip(cards, paths)}, test) if test is not None else {}
+    lines = [
+        "## Findings under the shared recipe",
+        "",
+        "Checkpoints that collapsed to empty predictions or scored more than 0.15 below the median test Dice, "
+        "worst first (generated from the cards):",
+        "",
+        "\n".join(notes) if notes else "None: every checkpoint is within 0.15 of the median test Dice.",
+        "",
+        "## Training curves",
+        "",
+        "Left: each loss's training curve rescaled to [0, 1] over its own epochs (losses have different scales "
+        "and some are negative, so only the shapes compare). Right: validation Dice per epoch. Colour = family.",
+        "",
+        f"![loss and validation Dice per epoch]({curves.name})",
+        "",
+        "## Calibration and loss landscapes",
+        "",
+        "What the loss does to the probabilities: reliability diagrams of the test pixels (15 equal-width bins, "
+        "before the post-hoc temperature; the diagonal is perfect calibration), one panel per loss family, "
+        "from the cards' `calibration` (`scripts/make_calibration.py`; definitions in "
+        "`napari_segloss.interpret.calibration`). The ECE columns above give the pixel and tumour-presence "
+        "ECE before → after the temperature T fitted on the validation slices.",
+        "",
+        f"![reliability per family]({reliability.name})" if reliability else "No card has a calibration yet.",
+        "",
+    ]
+    if curves_1d:
+        landscape = landscape_figure(curves_1d, cards, out_dir / f"results_landscapes{suffix}.png")
+        lines += [
+            "And around each minimum: the checkpoint's own loss, Dice and BCE along one filter-normalised random "
+            "direction (Li et al., NeurIPS 2018; seed 0, the same four test slices), each minus its value at "
+            "the checkpoint; x = step in units of each filter's own norm.",
+            "",
+            f"![1-D loss landscapes]({landscape.name})",
+            "",
+        ]
+    lines += ["\n".join(calibration_findings(cards, curves_1d)), ""]
+    return lines
+
+
 def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_dir: Path,
                  data: Path | None, seed_results: Path | None) -> list[str]:
     """Markdown lines (and figures in ``out_dir``) of the real-data part of the results page.
@@ -458,8 +507,10 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
     paired: dict[str, dict[str, Any]] = {}
     synthetic: dict[str, float] = {}
     grid_lines = ["(The prediction grid needs the real data beside the checkout.)"]
+    test = None
     if data is not None and (Path(data) / "labels.csv").is_file():
         splits = load_splits(data, recipe, first["normalization"])
+        test = splits.test
         rows = {name: per_image_scores(model, splits) for name, model in models.items()}
         paired = paired_vs_reference(rows)
         phantom = load_splits("synthetic", Recipe(), first["normalization"])
@@ -515,6 +566,7 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
         "",
         *grid_lines,
         "",
+        *analysis_section(cards, paths, test, out_dir, "_real"),
     ]
 
 
@@ -563,16 +615,10 @@ def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path |
     rows = {name: per_image_scores(model, splits) for name, model in models.items()}
     paired = paired_vs_reference(rows)
 
-    curves = curves_figure(cards, out_dir / "results_curves.png")
     ranked = sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
     grid = grid_figure([c["name"] for c in ranked], [models[c["name"]] for c in ranked], splits.test,
                        out_dir / "results_grid.png")
     minutes = sum(h.get("seconds") or 0.0 for c in cards for h in c["history"]) / 60
-    notes = findings(cards)
-    reliability = reliability_figure(cards, out_dir / "results_reliability.png")
-    curves_1d = landscapes({card["name"]: path for card, path in zip(cards, paths)}, splits.test)
-    landscape = landscape_figure(curves_1d, cards, out_dir / "results_landscapes.png")
-    calibration_notes = calibration_findings(cards, curves_1d)
     text = "\n".join([
         "# Results: one network, one recipe, one loss at a time",
         "",
@@ -599,20 +645,6 @@ def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path |
         "## Test Dice by tumour kind and size class",
         "",
         breakdown_table(cards),
-        "## Findings under the shared recipe",
-        "",
-        "Checkpoints that collapsed to empty predictions or scored more than 0.15 below the median test Dice, "
-        "worst first (generated from the cards):",
-        "",
-        "\n".join(notes) if notes else "None: every checkpoint is within 0.15 of the median test Dice.",
-        "",
-        "## Training curves",
-        "",
-        "Left: each loss's training curve rescaled to [0, 1] over its own epochs (losses have different scales "
-        "and some are negative, so only the shapes compare). Right: validation Dice per epoch. Colour = family.",
-        "",
-        f"![loss and validation Dice per epoch]({curves.name})",
-        "",
         "## The same test slices, every checkpoint",
         "",
         "Rows: ground truth, then every checkpoint from best to worst test Dice. Colours: true positive, "
@@ -621,25 +653,9 @@ def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path |
         "",
         f"![grid of predictions]({grid.name})",
         "",
-        "## Calibration and loss landscapes",
-        "",
-        "What the loss does to the probabilities: reliability diagrams of the test pixels (15 equal-width bins, "
-        "before the post-hoc temperature; the diagonal is perfect calibration), one panel per loss family, "
-        "from the cards' `calibration` (`scripts/make_calibration.py`; definitions in "
-        "`napari_segloss.interpret.calibration`). The ECE columns above give the pixel and tumour-presence "
-        "ECE before → after the temperature T fitted on the validation slices.",
-        "",
-        f"![reliability per family]({reliability.name})" if reliability else "No card has a calibration yet.",
-        "",
-        "And around each minimum: the checkpoint's own loss, Dice and BCE along one filter-normalised random "
-        "direction (Li et al., NeurIPS 2018; seed 0, the same four test slices), each minus its value at "
-        "the checkpoint; x = step in units of each filter's own norm.",
-        "",
-        f"![1-D loss landscapes]({landscape.name})",
-        "",
-        "\n".join(calibration_notes),
-        "",
+        *analysis_section(cards, paths, splits.test, out_dir),
     ])
     report = out_dir / "results.md"
     report.write_text(text)
     return report
+
