@@ -1,29 +1,22 @@
-"""The bundled checkpoints in ``weights/``: complete, small, intact, and reproducing their cards.
-
-The set is being retrained on real scans (``make weights``; resumable across sessions): until
-every loss is done it holds two groups, each trained with one recipe on one dataset -- the real
-cards (Cheng's figshare data, the current :class:`~napari_segloss.train.loop.Recipe`) and the
-previous synthetic ones. Real cards reproduce their fold-4 figures in ``tests/test_real_data.py``
-(it needs ``../shared/data``). Skipped (cleanly) only while ``weights/`` holds no checkpoint yet.
+"""The bundled checkpoints in ``weights/``: complete, small, intact, all trained on real scans
+with one recipe (``make weights``; Cheng's figshare data, the current
+:class:`~napari_segloss.train.loop.Recipe`). They reproduce their fold-4 figures in
+``tests/test_real_data.py`` (it needs ``../shared/data``). Skipped (cleanly) only while ``weights/``
+holds no checkpoint yet.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
 
-import numpy as np
 import pytest
 
 from napari_segloss.paths import weights_dir
 
 CARDS = sorted(p for p in weights_dir().glob("*.json") if p.with_suffix(".safetensors").exists())
 pytestmark = pytest.mark.skipif(not CARDS, reason="weights/ has no checkpoints yet (run `make weights`)")
-
-#: per-slice Dice tolerance when re-running a checkpoint on its card's reference slices
-TOLERANCE = 0.02
 
 
 def _card(path):
@@ -35,16 +28,6 @@ def _is_real(path) -> bool:
 
 
 REAL = [p for p in CARDS if _is_real(p)]
-SYNTHETIC = [p for p in CARDS if not _is_real(p)]
-
-
-@functools.lru_cache(maxsize=64)
-def _slice(seed: int, size: int, factor: int):
-    from napari_segloss.data.synthetic import generate_slice
-    from napari_segloss.train.data import downsample, downsample_mask
-
-    sample = generate_slice(seed, size)
-    return np.round(downsample(sample.image, factor)).astype(np.uint16), downsample_mask(sample.mask, factor)
 
 
 def test_one_checkpoint_per_loss_within_the_size_budget():
@@ -57,16 +40,26 @@ def test_one_checkpoint_per_loss_within_the_size_budget():
     assert total < 100 * 2**20
 
 
-@pytest.mark.parametrize("group", ["real", "synthetic"])
-def test_every_card_of_one_dataset_uses_the_same_recipe_and_data(group):
-    cards = REAL if group == "real" else SYNTHETIC
-    if not cards:
-        pytest.skip(f"no {group} cards in weights/")
+def test_every_card_is_trained_on_real_scans_with_the_same_recipe_and_data():
+    cards = CARDS
+    assert REAL == CARDS, [p.stem for p in CARDS if p not in REAL]  # the phantom is the demo's, not theirs
     ignore = {"threads", "extras", "world_size", "device", "precision"}
-    recipe = {k: v for k, v in _card(cards[0])["recipe"].items() if k not in ignore}
+
+    def settings(path):
+        recipe = {k: v for k, v in _card(path)["recipe"].items() if k not in ignore}
+        if isinstance(recipe.get("pretraining"), dict):  # what it produced is checked below
+            recipe["pretraining"] = {k: v for k, v in recipe["pretraining"].items() if k != "result"}
+        return recipe
+
     for p in cards:
-        assert {k: v for k, v in _card(p)["recipe"].items() if k not in ignore} == recipe, p.stem
+        assert settings(p) == settings(cards[0]), p.stem
     assert len({json.dumps(_card(p)["data"], sort_keys=True) for p in cards}) == 1
+    # one shared pretraining: recomputed on another machine it agrees to float noise, not bit for bit
+    # (3 of the real cards started from a recomputation: final MSE 0.014003 against 0.013967)
+    finals = [(_card(p)["recipe"].get("pretraining") or {}).get("result", {}).get("mse_per_100_steps", [None])[-1]
+              for p in cards]
+    if all(f is not None for f in finals):
+        assert max(finals) <= 1.01 * min(finals), finals
 
 
 def test_real_cards_name_the_dataset_its_licence_and_folds_without_machine_paths():
@@ -85,26 +78,17 @@ def test_real_cards_name_the_dataset_its_licence_and_folds_without_machine_paths
 
 
 @pytest.mark.parametrize("card_path", CARDS, ids=[p.stem for p in CARDS])
-def test_checkpoint_loads_matches_sha256_and_reproduces_its_test_dice(card_path):
-    """Synthetic cards re-run here; real ones in tests/test_real_data.py (it needs the real data)."""
+def test_checkpoint_loads_and_matches_its_sha256(card_path):
+    """Every card loads with its weights; their Dice on fold 4 is re-run in tests/test_real_data.py
+    (it needs the real data)."""
     from napari_segloss.checkpoints import load
-    from napari_segloss.inference import predict
-    from napari_segloss.metrics import compute
 
     card = _card(card_path)
     weights = card_path.with_suffix(".safetensors")
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights_sha256"]
     loaded = load(card_path)
     assert loaded.card.name == card["name"] and loaded.card.loss == card["loss"]
-    refs = card["test_metrics"]["reference_slices"]
-    assert refs
-    if _is_real(card_path):
-        return
-    recipe = card["recipe"]
-    for ref in refs:
-        image, truth = _slice(int(ref["name"].removeprefix("seed")), recipe["render_size"], recipe["downsample"])
-        pred = predict(image, loaded, device="cpu").mask()
-        assert compute(pred, truth)["dice"] == pytest.approx(ref["dice"], abs=TOLERANCE), ref["name"]
+    assert card["test_metrics"]["reference_slices"]
 
 
 def _script(name: str):
@@ -120,7 +104,7 @@ def _script(name: str):
 
 def test_make_weights_sees_the_bundled_set_as_up_to_date(tmp_path):
     """The committed default Recipe and InverseForm net are what the real-data cards were trained
-    with (the synthetic ones are the previous set, waiting to be retrained)."""
+    with."""
     import dataclasses
 
     from napari_segloss.train.loop import Recipe
@@ -129,7 +113,6 @@ def test_make_weights_sees_the_bundled_set_as_up_to_date(tmp_path):
     recipe = dataclasses.replace(Recipe(), threads=1)
     stale = [p.stem for p in REAL if not make_weights.same_recipe(p, recipe)]
     assert stale == []
-    assert not any(make_weights.same_recipe(p, recipe) for p in SYNTHETIC)  # they will be retrained
     card = _card(weights_dir() / "inverseform.json")
     card["loss_state"]["net_weights_sha256"] = "0" * 64  # trained with another net
     changed = tmp_path / "inverseform.json"
