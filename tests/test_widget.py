@@ -490,14 +490,15 @@ def test_checkpoint_that_fails_to_load(widget, qtbot, slice2d, tiny_checkpoint_d
 
 def test_cuda_out_of_memory_fallback_of_the_core_is_reported(widget, qtbot, slice2d, monkeypatch):
     """The fallback itself is inference.predict's (tested there); the widget says where the run ended."""
-    real_predict, real_load = _runner.predict, _runner.load
+    real_predict, real_segmenter = _runner.predict, _runner.Segmenter
 
     def predict_fell_back_to_cpu(image, loaded, *, device, **kwargs):
         assert torch.device(device).type == "cuda"  # the widget asks for the device the user picked...
         return real_predict(image, loaded, device="cpu", **kwargs)  # ...and predict finished on the CPU
 
     monkeypatch.setattr(_runner, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(_runner, "load", lambda checkpoint, device: real_load(checkpoint, device="cpu"))
+    monkeypatch.setattr(_runner, "Segmenter", type("OnCpu", (), {
+        "load": staticmethod(lambda checkpoint, device: real_segmenter.load(checkpoint, device="cpu"))}))
     monkeypatch.setattr(_runner, "predict", predict_fell_back_to_cpu)
     w, viewer = widget, widget.viewer
     _add_scan(viewer, slice2d)
@@ -523,6 +524,27 @@ def test_runner_synchronously(tiny_registry, slice2d):
     np.testing.assert_array_equal(finished.prediction.probability, expected.probability)
     assert finished.derived.metrics == metrics.compute(expected.mask(0.5), slice2d.mask, slice2d.spacing)
     assert "unknown checkpoint" in events[-1].message
+
+
+def test_runner_builds_no_torch_network_when_a_cpu_graph_is_cached(tiny_registry, slice2d, monkeypatch):
+    """The widget's first run pays no network-library import: with ONNX Runtime and the graph
+    cached, the runner never asks for the torch model (``checkpoints.load`` builds it)."""
+    pytest.importorskip("onnxruntime")
+    from napari_segloss import checkpoints
+    from napari_segloss.checkpoints import loading
+
+    monkeypatch.setenv("NAPARI_SEGLOSS_BACKEND", "onnx")
+    request = _runner.Request(image=slice2d.image, truth=slice2d.mask, spacing=slice2d.spacing,
+                              checkpoints=["tiny_dice"], device="cpu", threshold=0.5)
+    first: list = []
+    _runner.run_jobs(request, report=first.append, cancel=lambda: False)  # exports and caches the graph
+    checkpoints.clear_cache()
+    monkeypatch.setattr(loading, "_load_uncached", lambda *a, **k: pytest.fail("the torch network was built"))
+    events: list = []
+    outcome = _runner.run_jobs(request, report=events.append, cancel=lambda: False)
+    assert outcome == _runner.Outcome(finished=1, failed=0, cancelled=False)
+    np.testing.assert_array_equal(events[-1].prediction.probability, first[-1].prediction.probability)
+    assert events[-1].card.name == "tiny_dice"
 
 
 def test_demo_docks_the_widget(tiny_registry, qtbot):

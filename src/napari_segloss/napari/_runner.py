@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_segloss.checkpoints import CheckpointError, ModelCard, load
-from napari_segloss.inference import InferenceCancelled, Prediction, predict
+from napari_segloss.checkpoints import CheckpointError, ModelCard
+from napari_segloss.inference import InferenceCancelled, Prediction, Segmenter, predict
 from napari_segloss.models import resolve_device
 from napari_segloss.derived import Derived, derive
 from napari_segloss.spacing import layer_spacing
@@ -140,8 +140,8 @@ def run_jobs(request: Request, *, report: Callable[[Event], None], cancel: Calla
             report(Progress(index, count, label, done, total))
 
         try:
-            loaded = load(checkpoint, device=device)
-            prediction = predict(image, loaded, device=device, spacing=layer_spacing(request.spacing),
+            segmenter = Segmenter.load(checkpoint, device=device)  # no torch network built when a CPU graph is cached
+            prediction = predict(image, segmenter, device=device, spacing=layer_spacing(request.spacing),
                                  resample=request.resample,
                                  progress=progress, cancel=cancel)
         except InferenceCancelled:
@@ -156,5 +156,5 @@ def run_jobs(request: Request, *, report: Callable[[Event], None], cancel: Calla
             continue
         derived = derive(prediction.probability, request.truth, request.spacing, request.threshold)
         finished += 1
-        report(Finished(index, count, label, loaded.card, prediction, derived, _note(device, prediction)))
+        report(Finished(index, count, label, segmenter.card, prediction, derived, _note(device, prediction)))
     return Outcome(finished, failed, cancelled=False)
