@@ -3,16 +3,23 @@
 Prints, per configuration, seconds per step for augmentation, forward + backward + optimiser
 step, and the total, on one CPU thread, interleaving the configurations (so a busy machine slows
 them alike; the ratio is the figure to read). Configurations: the previous path (per-sample SciPy
-augmentation, float32 forward) and the current one (:meth:`Augment.batch` in one ``grid_sample``,
-bfloat16 autocast where the CPU has it natively).
+augmentation, float32 forward), the recipe's current one (:meth:`Augment.batch` in one
+``grid_sample``, float32: ``Recipe.bf16`` is False) and, where the CPU has native bfloat16, the
+same under bfloat16 autocast. ``--profile`` adds torch.profiler's table of the recipe step's
+operators (self CPU time); ``--alternatives`` times the recipe's forward + backward + step on one
+fixed batch under the options that keep the network and the recipe (contiguous instead of
+channels-last memory, fused AdamW, and with ``--compile`` ``torch.compile``, whose first step
+is timed separately).
 
-    python benchmarks/bench_training.py [--steps 10] [--rounds 3] [--loss dice]
+    python benchmarks/bench_training.py [--steps 10] [--rounds 3] [--loss dice] [--profile]
+    python benchmarks/bench_training.py --alternatives [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import time
 
 import numpy as np
@@ -33,11 +40,46 @@ def _slices(n: int = 64, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     return images, masks
 
 
+def _alternatives(x: torch.Tensor, y: torch.Tensor, criterion: torch.nn.Module, steps: int, compile_too: bool) -> None:
+    """Median seconds of forward + backward + AdamW step on the batch ``(x, y)`` per option."""
+    base = build_model(DEFAULT_ARCHITECTURE)
+    options: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]] = {}
+
+    def add(name: str, channels_last: bool, fused: bool = False, compiled: bool = False) -> None:
+        model = copy.deepcopy(base)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+        net = torch.compile(model) if compiled else model
+        options[name] = (net, optimizer, x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous())
+
+    add("eager, channels-last (the recipe)", True)
+    add("eager, contiguous", False)
+    add("eager, channels-last, AdamW(fused=True)", True, fused=True)
+    if compile_too:
+        add("torch.compile (inductor), channels-last", True, compiled=True)
+    print(f"forward + backward + step on one fixed batch, median of {steps} steps after 3 warm-up steps:")
+    for name, (net, optimizer, inp) in options.items():
+        times = []
+        for k in range(steps + 3):
+            tic = time.perf_counter()
+            loss = criterion(net(inp), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - tic)
+        first = f"  (first step {times[0]:.1f} s)" if "compile" in name else ""
+        print(f"  {name:45s} {1e3 * float(np.median(times[3:])):7.1f} ms{first}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loss", default="dice")
+    parser.add_argument("--profile", action="store_true", help="print the operators of the recipe's step")
+    parser.add_argument("--alternatives", action="store_true", help="time the options that keep the recipe")
+    parser.add_argument("--compile", action="store_true", help="with --alternatives: torch.compile too (minutes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     recipe = Recipe()
@@ -47,17 +89,32 @@ def main() -> None:
     criterion = build(args.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     bf16 = bf16_available(torch.device("cpu"))
+    if args.alternatives:
+        x, y = augment.batch(images[: recipe.batch], masks[: recipe.batch], np.random.default_rng(1), recipe.patch)
+        _alternatives(x, y, criterion, max(args.steps, 10), args.compile)
+        return
 
     def old_batch(rng: np.random.Generator, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         crops = [augment(images[i], masks[i], rng, recipe.patch) for i in idx]
         x = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         return x, torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.float32))[:, None]
 
+    def train_step(x: torch.Tensor, y: torch.Tensor, use_bf16: bool) -> None:
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        with cast:
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def new_batch(rng: np.random.Generator, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return augment.batch(images[idx], masks[idx], rng, recipe.patch)
 
     configs = {"previous (per-sample SciPy, fp32)": (old_batch, False),
-               f"current (Augment.batch, {'bf16' if bf16 else 'fp32: no native bf16 here'})": (new_batch, bf16)}
+               "recipe (Augment.batch, fp32)": (new_batch, False)}
+    if bf16:
+        configs["Augment.batch, bf16 autocast (not the recipe)"] = (new_batch, True)
     timings = {name: {"augment": [], "step": []} for name in configs}
     for _ in range(args.rounds):
         for name, (make, use_bf16) in configs.items():
@@ -70,13 +127,7 @@ def main() -> None:
                 x = x.contiguous(memory_format=torch.channels_last)
                 aug_s += time.perf_counter() - tic
                 tic = time.perf_counter()
-                cast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-                with cast:
-                    logits = model(x)
-                loss = criterion(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_step(x, y, use_bf16)
                 step_s += time.perf_counter() - tic
             timings[name]["augment"].append(aug_s / args.steps)
             timings[name]["step"].append(step_s / args.steps)
@@ -88,8 +139,18 @@ def main() -> None:
         totals[name] = aug + step
         print(f"  {name:55s} augment {aug:.4f}  forward+backward+step {step:.4f}  total {aug + step:.4f}"
               f"  ({1 / (aug + step):.1f} steps/s)")
-    old, new = totals.values()
-    print(f"  speed-up: {old / new:.2f}x")
+    old, new = list(totals.values())[:2]
+    print(f"  speed-up of the recipe's path over the previous one: {old / new:.2f}x")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        rng = np.random.default_rng(1)
+        x, y = new_batch(rng, np.arange(recipe.batch))
+        x = x.contiguous(memory_format=torch.channels_last)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                train_step(x, y, False)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 if __name__ == "__main__":
