@@ -21,10 +21,11 @@ from napari_segloss import batch, metrics
 from napari_segloss.batch import archive, process, runner, samples
 from napari_segloss.cli import main
 from napari_segloss.data.synthetic import generate_slice
-from napari_segloss.inference import InferenceCancelled, predict, predict_many
+from napari_segloss.inference import InferenceCancelled, Segmenter, predict, predict_many
 from napari_segloss.io import read_scans
 from napari_segloss.io.writers import write_dicom_series
 from napari_segloss.outputs import OutputError
+from napari_segloss.spacing import known_spacing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -236,14 +237,15 @@ def test_resample_runs_each_image_at_its_own_spacing(tiny_checkpoint_dir: Path) 
     ref = process.CheckpointRef("tiny_focal", "focal", "pixel", ckpt)
     images = [generate_slice(s, SIZE).image for s in range(2)]
     stream = [samples.Sample(f"s{i}", image, None, (0.5 * (i + 1),) * 2, False) for i, image in enumerate(images)]
+    segmenter = Segmenter.load(ckpt, device="cpu")
     for resample in (False, True):
         job = process.Job((ref,), device="cpu", resample=resample)
-        probs = process._probabilities(stream, ref, job, None)
+        probs = process._probabilities(stream, segmenter, job, None)
         for sample, prob in zip(stream, probs):
             expected = predict(sample.image, ckpt, device="cpu", spacing=sample.spacing, resample=resample)
             np.testing.assert_allclose(prob, expected.probability, atol=1e-5)
     # at 0.5 mm the resampled run differs from the plain one; at 1 mm (the card's) it does not
-    plain = process._probabilities(stream, ref, process.Job((ref,), device="cpu", resample=False), None)
+    plain = process._probabilities(stream, segmenter, process.Job((ref,), device="cpu", resample=False), None)
     assert not np.allclose(plain[0], probs[0], atol=1e-3)
     np.testing.assert_allclose(plain[1], probs[1], atol=1e-5)
 
@@ -290,6 +292,8 @@ def test_metrics_csv_matches_metrics_compute(result: runner.BatchResult, data: P
         for ckpt_path, ckpt in zip(ckpts, CKPTS):
             mask = predict(scan.data, ckpt_path, device="cpu", spacing=scan.spacing).mask(0.5)
             row = next(r for r in rows if r["image"] == name and r["checkpoint"] == ckpt)
+            known = known_spacing(scan.spacing, scan.spacing_known)
+            assert row["scaling"] == predict(scan.data, ckpt_path, device="cpu", spacing=known).metadata["scaling_note"]
             if truth is None:
                 expected = {k: math.nan for k in metrics.METRIC_KEYS} | {"volume_pred": metrics.volume(mask, scan.spacing)}
                 assert row["has_truth"] == "False"

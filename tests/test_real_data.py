@@ -186,4 +186,5 @@ def test_native_512_slices_through_the_batch_command(native_reference, tmp_path)
     with zipfile.ZipFile(out) as archive:
         rows = list(csv.DictReader(io.StringIO(archive.read("metrics.csv").decode("utf-8"))))
     assert len(rows) == 40 and {r["checkpoint"] for r in rows} == {name}
+    assert {r["scaling"] for r in rows} == {"pixel size unknown: resized to the checkpoint's training image size (256 x 256)"}
     assert np.mean([float(r["dice"]) for r in rows]) == pytest.approx(small, abs=0.02)

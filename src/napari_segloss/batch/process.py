@@ -1,9 +1,9 @@
 """The per-batch work function: every checkpoint over a few samples, with metrics and renderings.
 
 :func:`process_chunk` is what the runner calls locally and what dask workers run; it is a
-module-level function of picklable arguments. Checkpoints are named by path and loaded through
-:func:`napari_segloss.checkpoints.load`, whose per-process LRU cache means each worker process
-loads each checkpoint once, however many chunks it runs. 2D samples of equal shape share forward
+module-level function of picklable arguments. Checkpoints are named by path and loaded once per
+chunk as a :class:`~napari_segloss.inference.Segmenter` (the checkpoint and CPU-graph caches are
+per process, so each worker process reads each checkpoint once, however many chunks it runs). 2D samples of equal shape share forward
 passes; volumes go through :func:`napari_segloss.inference.predict` (slice batches). A sample or
 checkpoint that fails (any exception, ``BaseException`` panics of native code included, but not
 :data:`~napari_segloss.batch.errors.FATAL` ones) is reported in :attr:`ItemOutput.errors`; the
@@ -24,14 +24,14 @@ from napari_segloss.batch.encode import png_bytes, thumbnail_png, tiff_bytes
 from napari_segloss.batch.errors import FATAL, describe
 from napari_segloss.batch.samples import Sample
 from napari_segloss.derived import Derived, derive
-from napari_segloss.inference import InferenceCancelled, predict, predict_many
+from napari_segloss.inference import InferenceCancelled, Segmenter, predict, predict_many
 from napari_segloss.io.seg import SegmentResult, seg_bytes
 from napari_segloss.spacing import known_spacing, spacing_text
 
 #: the outputs written per sample and checkpoint (the difference overlay needs ground truth)
 OUTPUT_KINDS = ("pred_mask", "heatmap", "contours", "difference")
 #: the columns of a metrics.csv row before the metrics (``metrics.METRIC_KEYS``)
-ROW_COLUMNS = ("image", "checkpoint", "loss", "family", "has_truth", "shape", "spacing_mm", "threshold")
+ROW_COLUMNS = ("image", "checkpoint", "loss", "family", "has_truth", "shape", "spacing_mm", "scaling", "threshold")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def seg_member_name(item: str, checkpoint: str) -> str:
 
 
 def _probabilities(
-    samples: Sequence[Sample], ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
+    samples: Sequence[Sample], segmenter: Segmenter, job: Job, cancel: Callable[[], bool] | None
 ) -> list[np.ndarray | BaseException]:
     """Probabilities of each sample (or the exception that stopped it).
 
@@ -101,34 +101,33 @@ def _probabilities(
     decides its resampling).
     """
     if job.resample and any(s.spacing_known for s in samples):  # per-image spacing: no shared batch
-        return [_one_probability(s, ref, job, cancel) for s in samples]
+        return [_one_probability(s, segmenter, job, cancel) for s in samples]
     try:
-        return list(predict_many([s.image for s in samples], ref.path, device=job.device, resample=job.resample,
-                                 cancel=cancel))
+        return list(predict_many([s.image for s in samples], segmenter, resample=job.resample, cancel=cancel))
     except (InferenceCancelled, *FATAL):
         raise
     except BaseException as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
         if len(samples) == 1:
             return [exc]
-    return [_one_probability(s, ref, job, cancel) for s in samples]
+    return [_one_probability(s, segmenter, job, cancel) for s in samples]
 
 
 def _one_probability(
-    sample: Sample, ref: CheckpointRef, job: Job, cancel: Callable[[], bool] | None
+    sample: Sample, segmenter: Segmenter, job: Job, cancel: Callable[[], bool] | None
 ) -> np.ndarray | BaseException:
     """One sample's probabilities, or the exception that stopped it (cancelling still raises)."""
     try:
         spacing = sample.spacing if sample.spacing_known else None
-        return predict(sample.image, ref.path, device=job.device, spacing=spacing, resample=job.resample,
-                       cancel=cancel).probability
+        return predict(sample.image, segmenter, spacing=spacing, resample=job.resample, cancel=cancel).probability
     except (InferenceCancelled, *FATAL):
         raise
     except BaseException as exc:  # noqa: BLE001 - one checkpoint or sample failing must not stop the batch
         return exc
 
 
-def _metrics_row(sample: Sample, ref: CheckpointRef, derived: Derived, job: Job) -> dict[str, Any]:
+def _metrics_row(sample: Sample, ref: CheckpointRef, segmenter: Segmenter, derived: Derived, job: Job) -> dict[str, Any]:
     spacing = known_spacing(sample.spacing, sample.spacing_known)  # None: sizes in pixels
+    in_plane = tuple(sample.spatial_shape[-2:])
     identity = (
         sample.name,
         ref.name,
@@ -137,6 +136,7 @@ def _metrics_row(sample: Sample, ref: CheckpointRef, derived: Derived, job: Job)
         sample.truth is not None,
         "x".join(str(n) for n in sample.spatial_shape),
         spacing_text(spacing),
+        segmenter.scaling(in_plane, spacing, job.resample).describe(),  # type: ignore[arg-type]
         job.threshold,
     )
     row: dict[str, Any] = dict(zip(ROW_COLUMNS, identity))
@@ -155,7 +155,8 @@ def _thumbnail_slice(sample: Sample, mask: np.ndarray) -> int:
     return int(np.argmax(reference.reshape(reference.shape[0], -1).sum(axis=1)))
 
 
-def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: Job, out: ItemOutput) -> None:
+def _outputs(sample: Sample, ref: CheckpointRef, segmenter: Segmenter, probability: np.ndarray, job: Job,
+             out: ItemOutput) -> None:
     derived = derive(probability, sample.truth, known_spacing(sample.spacing, sample.spacing_known), job.threshold,
                      tolerance_mm=job.tolerance_mm, outline=False)  # the renderings draw their own outlines
     mask = derived.mask != 0
@@ -174,7 +175,7 @@ def _outputs(sample: Sample, ref: CheckpointRef, probability: np.ndarray, job: J
     if sample.metadata.get("format") == "dicom" and sample.metadata.get("affine_lps") is not None:
         result = SegmentResult(ref.name, ref.loss, mask, probability, ref.weights_sha256, job.threshold)
         files[seg_member_name(sample.name, ref.name)] = seg_bytes(sample.metadata, [result], where=sample.name)
-    row = _metrics_row(sample, ref, derived, job)
+    row = _metrics_row(sample, ref, segmenter, derived, job)
     preview = rendered["difference" if sample.truth is not None else "contours"]
     if volume:
         preview = preview[_thumbnail_slice(sample, mask)]
@@ -195,12 +196,20 @@ def process_chunk(samples: Sequence[Sample], job: Job, cancel: Callable[[], bool
     """
     outputs = [ItemOutput(sample.name) for sample in samples]
     for ref in job.checkpoints:
-        for sample, probability, out in zip(samples, _probabilities(samples, ref, job, cancel), outputs):
+        try:
+            segmenter = Segmenter.load(ref.path, device=job.device)
+        except FATAL:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a checkpoint that cannot be loaded fails its items only
+            for out in outputs:
+                out.errors[ref.name] = describe(exc)
+            continue
+        for sample, probability, out in zip(samples, _probabilities(samples, segmenter, job, cancel), outputs):
             if isinstance(probability, BaseException):
                 out.errors[ref.name] = describe(probability)
                 continue
             try:
-                _outputs(sample, ref, probability, job, out)
+                _outputs(sample, ref, segmenter, probability, job, out)
             except FATAL:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a bad sample must not stop the others
