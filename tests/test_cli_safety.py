@@ -237,9 +237,19 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_it(tiny_registry, scan,
     assert _hidden(tmp_path) == []
     with pytest.raises(Panic):
         main(["--debug", "predict", str(scan), "--checkpoint", "tiny_bce", "--out", str(tmp_path / "out")])
+    with pytest.raises(Panic):  # after the sub-command too, as users type it
+        main(["predict", str(scan), "--checkpoint", "tiny_bce", "--out", str(tmp_path / "out"), "--debug"])
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     with pytest.raises(Panic):
         _predict(scan, tmp_path / "out")
+
+
+def test_debug_is_accepted_on_either_side_of_the_sub_command():
+    parse = cli.build_parser().parse_args
+    assert parse(["--debug", "train", "--loss", "dice", "--data", "d", "--out", "o"]).debug
+    assert parse(["train", "--loss", "dice", "--data", "d", "--out", "o", "--debug"]).debug
+    assert parse(["data", "figshare", "src", "--out", "o", "--debug"]).debug
+    assert not parse(["train", "--loss", "dice", "--data", "d", "--out", "o"]).debug
 
 
 def test_exit_statuses_are_documented(capsys):

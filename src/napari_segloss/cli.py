@@ -223,15 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-segloss {__version__}")
-    parser.add_argument("--debug", action="store_true", help=f"show tracebacks of errors (also {DEBUG_ENV}=1)")
+    debug_help = f"show tracebacks of errors (also {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # accepted after the sub-command too; SUPPRESS keeps a --debug given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="open napari with the synthetic sample scan and the Loss explorer")
+    demo = sub.add_parser("demo", parents=[common], help="open napari with the synthetic sample scan and the Loss explorer")
     demo.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the whole window and exit")
     demo.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D volume sample")
     demo.set_defaults(handler=_cmd_demo)
 
-    pr = sub.add_parser("predict", help="segment one image or volume with one or all checkpoints",
+    pr = sub.add_parser("predict", parents=[common], help="segment one image or volume with one or all checkpoints",
                         description="Write prediction, heatmap, contour and difference images and metrics.csv/json.")
     pr.add_argument("image", metavar="IMAGE", help="PNG/JPG/TIFF/NIfTI/DICOM file or DICOM series folder")
     pr.add_argument("--mask", metavar="GT", help="ground-truth mask of the same shape: metrics and a difference map")
@@ -249,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     pr.set_defaults(handler=_cmd_predict)
 
-    ba = sub.add_parser("batch", help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
+    ba = sub.add_parser("batch", parents=[common], help="run checkpoints over a folder or ZIP of images (and masks): one result ZIP",
                         description="Pairs x.png + x_mask.png (or images/ + masks/); writes per image x checkpoint "
                         "masks and overlays, metrics.csv, summary.csv, manifest.csv, report.html and report.pdf into one ZIP. "
                         "Exit status: 0 all done, 1 some images failed (see manifest.csv) or a checkpoint ran on "
@@ -269,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--quiet", action="store_true", help="no progress bar")
     ba.set_defaults(handler=_cmd_batch)
 
-    tr = sub.add_parser("train", help="train a checkpoint with one loss (the bundled checkpoints' recipe)")
+    tr = sub.add_parser("train", parents=[common], help="train a checkpoint with one loss (the bundled checkpoints' recipe)")
     tr.add_argument("--loss", required=True, help="loss name (see napari_segloss.losses.available())")
     tr.add_argument("--loss-args", metavar="JSON", help="loss hyper-parameters as a JSON object")
     tr.add_argument("--data", required=True, metavar="DIR|synthetic",
@@ -285,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     tr.set_defaults(handler=_cmd_train)
 
-    da = sub.add_parser("data", help="convert a public dataset into the labelled-folder layout training reads")
+    da = sub.add_parser("data", parents=[common], help="convert a public dataset into the labelled-folder layout training reads")
     da_sub = da.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    fs = da_sub.add_parser("figshare", help="Cheng's figshare brain tumour dataset (.mat release or images/ + masks/ PNGs)",
+    fs = da_sub.add_parser("figshare", parents=[common], help="Cheng's figshare brain tumour dataset (.mat release or images/ + masks/ PNGs)",
                            description="Writes images/, masks/ (8-bit PNG), labels.csv (fold, tumour type, patient, "
                            "size, pixel size) and dataset.json (licence, citation) into --out.")
     fs.add_argument("src", metavar="SRC", help="folder of the figshare N.mat files, or of images/N.png + masks/N_mask.png")
