@@ -58,18 +58,20 @@ def _alternatives(x: torch.Tensor, y: torch.Tensor, criterion: torch.nn.Module, 
     add("eager, channels-last, AdamW(fused=True)", True, fused=True)
     if compile_too:
         add("torch.compile (inductor), channels-last", True, compiled=True)
-    print(f"forward + backward + step on one fixed batch, median of {steps} steps after 3 warm-up steps:")
-    for name, (net, optimizer, inp) in options.items():
-        times = []
-        for k in range(steps + 3):
+    print(f"forward + backward + step on one fixed batch, median of {steps} steps after 3 warm-up steps "
+          "(the options take turns, step by step):")
+    times: dict[str, list[float]] = {name: [] for name in options}
+    for _ in range(steps + 3):
+        for name, (net, optimizer, inp) in options.items():
             tic = time.perf_counter()
             loss = criterion(net(inp), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            times.append(time.perf_counter() - tic)
-        first = f"  (first step {times[0]:.1f} s)" if "compile" in name else ""
-        print(f"  {name:45s} {1e3 * float(np.median(times[3:])):7.1f} ms{first}")
+            times[name].append(time.perf_counter() - tic)
+    for name, t in times.items():
+        first = f"  (first step {t[0]:.1f} s)" if "compile" in name else ""
+        print(f"  {name:45s} {1e3 * float(np.median(t[3:])):7.1f} ms{first}")
 
 
 def main() -> None:
