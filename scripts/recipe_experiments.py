@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=0)
     parser.add_argument("--synthetic-negatives", type=int, default=0,
                         help="tumour-free phantom slices added to the training slices (Recipe.synthetic_negatives)")
+    parser.add_argument("--neg-crop", type=float, default=0.0,
+                        help="share of training windows placed away from the tumour (Augment.neg_crop)")
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("build/recipe_experiments"))
@@ -60,7 +62,8 @@ def main() -> None:
 
     recipe = replace(Recipe(), epochs=args.epochs, patch=args.patch, batch=args.batch, lr=args.lr,
                      threads=args.threads, train_folds=(1, 2), val_folds=(3,), test_folds=(),
-                     pretraining=Pretraining(steps=args.pretrain_steps), synthetic_negatives=args.synthetic_negatives)
+                     pretraining=Pretraining(steps=args.pretrain_steps), synthetic_negatives=args.synthetic_negatives,
+                     augment=replace(Recipe().augment, neg_crop=args.neg_crop))
     architecture = {**DEFAULT_ARCHITECTURE, **args.arch}
     tic = time.perf_counter()
     result = train(args.loss, out=args.out, data=shared_data_dir() / "figshare", recipe=recipe, device="cpu",
@@ -68,7 +71,8 @@ def main() -> None:
     dice = [row["val_dice"] for row in result.history]
     alarms = val_false_alarms(result.path, recipe)
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
-           "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives, "arch": args.arch,
+           "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives,
+           "neg_crop": args.neg_crop, "arch": args.arch,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
            "val_false_alarms": round(alarms, 4),
            "minutes": round((time.perf_counter() - tic) / 60, 1)}

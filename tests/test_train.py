@@ -146,6 +146,38 @@ def test_augment_is_deterministic_and_moves_image_and_mask_together():
         assert 0.75 * mask.sum() < msk.sum() < 1.3 * mask.sum()  # scale within 0.9..1.1 (area 0.81..1.21)
 
 
+def test_tumour_free_windows_hold_no_tumour_under_any_rotation_and_zoom():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((200, 128, 128), bool)
+    for m in masks:
+        r, c = rng.integers(20, 90, 2)
+        m[r:r + rng.integers(5, 30), c:c + rng.integers(5, 30)] = True
+    images = masks.astype(np.float32) + 0.5
+    plain = Augment()
+    negative = dataclasses.replace(plain, neg_crop=1.0)
+    _, y = negative.batch(images, masks, np.random.default_rng(1), 64)
+    found = np.array([negative._tumour_free_centre(m, (64, 64), np.random.default_rng(i)) is not None
+                      for i, m in enumerate(masks)])
+    empty = (y.sum(dim=(1, 2, 3)) == 0).numpy()
+    assert found.mean() > 0.9 and empty.mean() > 0.9  # a window away from the tumour almost always exists...
+    _, y_plain = plain.batch(images, masks, np.random.default_rng(1), 64)
+    assert (y_plain.sum(dim=(1, 2, 3)) == 0).float().mean() < 0.5  # ...where the usual crops mostly hold tumour
+    accepted = [negative(images[i], masks[i], np.random.default_rng(i), 64)[1] for i in range(50)]
+    assert sum(not m.any() for m in accepted) >= 45
+    # neg_crop = 0 (the bundled recipe) draws what the recipe drew before the option existed:
+    # one random() for the foreground choice, then a tumour pixel or two uniform coordinates
+    for seed in range(20):
+        ours, old = np.random.default_rng(seed), np.random.default_rng(seed)
+        centre = plain._centre(masks[seed], (64, 64), ours)
+        if old.random() < plain.fg_crop:
+            fg = np.argwhere(masks[seed])
+            expected = fg[old.integers(len(fg))]
+        else:
+            expected = np.array([old.uniform(31.5, 95.5), old.uniform(31.5, 95.5)])
+        np.testing.assert_array_equal(centre, expected)
+        assert ours.random() == old.random()
+
+
 def test_augment_intensity_jitter_stays_in_its_bounds():
     image = np.full((32, 32), 0.5, np.float32)
     aug = Augment(rotate_deg=0.0, scale=(1, 1), flip_p=0.0, noise=0.0)

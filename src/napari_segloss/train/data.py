@@ -490,9 +490,13 @@ def fold_splits(
 class Augment:
     """The one augmentation recipe shared by every loss (2-D slices), cropping included.
 
-    Crop: a ``patch x patch`` window; with probability ``fg_crop`` (and a non-empty mask) it is
-    centred on a random tumour pixel (nnU-Net's foreground oversampling), otherwise on a uniform
-    random position that keeps the window inside the image. Geometric: rotation uniform in
+    Crop: a ``patch x patch`` window; with probability ``neg_crop`` (and a non-empty mask) it is
+    centred anywhere on the slice such that no tumour pixel can fall inside it under any rotation
+    and zoom drawn below (a tumour-free window, partly beyond the image edge where need be; the
+    usual crop when 20 draws find none); else with probability ``fg_crop`` (and a non-empty mask)
+    it is centred on a random tumour pixel (nnU-Net's foreground oversampling), otherwise on a
+    uniform random position that keeps the window inside the image. ``neg_crop`` = 0 (the
+    bundled recipe) draws exactly what it drew before the option existed. Geometric: rotation uniform in
     ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the window centre
     (one bilinear resampling straight into the window; mask resampled bilinearly and thresholded
     at 0.5; zero outside the image), then a left-right flip with probability ``flip_p`` (brain
@@ -509,8 +513,27 @@ class Augment:
     contrast: tuple[float, float] = (0.9, 1.1)
     brightness: float = 0.05
     noise: float = 0.02
+    neg_crop: float = 0.0
+
+    def _tumour_free_centre(self, mask: np.ndarray, patch: tuple[int, int],
+                            rng: np.random.Generator) -> np.ndarray | None:
+        """A centre on the slice whose window holds no tumour pixel whatever the rotation and zoom
+        (the window's reach: half its side x (cos + sin) of the largest angle / the smallest
+        zoom), or None when 20 uniform draws found none."""
+        angle = np.deg2rad(self.rotate_deg)
+        reach = 0.5 * np.asarray(patch) * (np.cos(angle) + np.sin(angle)) / min(self.scale)
+        rows, cols = np.nonzero(mask)
+        for _ in range(20):
+            centre = rng.uniform((0.0, 0.0), np.asarray(mask.shape, dtype=np.float64) - 1)
+            if np.all((np.abs(rows - centre[0]) > reach[0]) | (np.abs(cols - centre[1]) > reach[1])):
+                return centre
+        return None
 
     def _centre(self, mask: np.ndarray, patch: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        if self.neg_crop and rng.random() < self.neg_crop and mask.any():
+            centre = self._tumour_free_centre(mask, patch, rng)
+            if centre is not None:
+                return centre
         if rng.random() < self.fg_crop and mask.any():
             fg = np.argwhere(mask)
             return fg[rng.integers(len(fg))].astype(np.float64)
