@@ -90,10 +90,10 @@ def test_ctrl_c_in_an_item_still_stops_the_run(cohort, dice, tmp_path, monkeypat
 
 def test_a_checkpoint_that_ran_on_no_image_fails_the_batch(cohort, dice, tiny_registry, tmp_path, monkeypatch, capsys):
     def panics_for_bce(real):
-        def run(images, ref, *args, **kwargs):
-            if str(ref).endswith("tiny_bce.json"):
+        def run(images, segmenter, *args, **kwargs):
+            if segmenter.card.name == "tiny_bce":
                 raise Panic("native code gave up")
-            return real(images, ref, *args, **kwargs)
+            return real(images, segmenter, *args, **kwargs)
         return run
 
     monkeypatch.setattr(process, "predict_many", panics_for_bce(process.predict_many))
