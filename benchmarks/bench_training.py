@@ -40,6 +40,17 @@ def _slices(n: int = 64, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     return images, masks
 
 
+def _step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: torch.nn.Module, x: torch.Tensor,
+          y: torch.Tensor, bf16: bool = False) -> None:
+    """One forward (under bfloat16 autocast if ``bf16``), loss, backward and optimiser step."""
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        logits = net(x)
+    loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def _alternatives(x: torch.Tensor, y: torch.Tensor, criterion: torch.nn.Module, steps: int, compile_too: bool) -> None:
     """Median seconds of forward + backward + AdamW step on the batch ``(x, y)`` per option."""
     base = build_model(DEFAULT_ARCHITECTURE)
@@ -64,10 +75,7 @@ def _alternatives(x: torch.Tensor, y: torch.Tensor, criterion: torch.nn.Module, 
     for _ in range(steps + 3):
         for name, (net, optimizer, inp) in options.items():
             tic = time.perf_counter()
-            loss = criterion(net(inp), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _step(net, optimizer, criterion, inp, y)
             times[name].append(time.perf_counter() - tic)
     for name, t in times.items():
         first = f"  (first step {t[0]:.1f} s)" if "compile" in name else ""
@@ -87,28 +95,19 @@ def main() -> None:
     recipe = Recipe()
     images, masks = _slices()
     augment = recipe.augment
-    model = build_model(DEFAULT_ARCHITECTURE).to(memory_format=torch.channels_last)
     criterion = build(args.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    bf16 = bf16_available(torch.device("cpu"))
     if args.alternatives:
         x, y = augment.batch(images[: recipe.batch], masks[: recipe.batch], np.random.default_rng(1), recipe.patch)
         _alternatives(x, y, criterion, max(args.steps, 10), args.compile)
         return
+    model = build_model(DEFAULT_ARCHITECTURE).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    bf16 = bf16_available(torch.device("cpu"))
 
     def old_batch(rng: np.random.Generator, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         crops = [augment(images[i], masks[i], rng, recipe.patch) for i in idx]
         x = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         return x, torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.float32))[:, None]
-
-    def train_step(x: torch.Tensor, y: torch.Tensor, use_bf16: bool) -> None:
-        cast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        with cast:
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
     def new_batch(rng: np.random.Generator, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return augment.batch(images[idx], masks[idx], rng, recipe.patch)
@@ -129,7 +128,7 @@ def main() -> None:
                 x = x.contiguous(memory_format=torch.channels_last)
                 aug_s += time.perf_counter() - tic
                 tic = time.perf_counter()
-                train_step(x, y, use_bf16)
+                _step(model, optimizer, criterion, x, y, use_bf16)
                 step_s += time.perf_counter() - tic
             timings[name]["augment"].append(aug_s / args.steps)
             timings[name]["step"].append(step_s / args.steps)
@@ -151,7 +150,7 @@ def main() -> None:
         x = x.contiguous(memory_format=torch.channels_last)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
-                train_step(x, y, False)
+                _step(model, optimizer, criterion, x, y)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 

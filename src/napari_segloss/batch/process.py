@@ -3,8 +3,8 @@
 :func:`process_chunk` is what the runner calls locally and what dask workers run; it is a
 module-level function of picklable arguments. Checkpoints are named by path and loaded once per
 chunk as a :class:`~napari_segloss.inference.Segmenter` (the checkpoint and CPU-graph caches are
-per process, so each worker process reads each checkpoint once, however many chunks it runs). 2D samples of equal shape share forward
-passes; volumes go through :func:`napari_segloss.inference.predict` (slice batches). A sample or
+per process, so each worker process reads each checkpoint once, however many chunks it runs). 2D
+samples of equal shape share forward passes; volumes go through :func:`napari_segloss.inference.predict` (slice batches). A sample or
 checkpoint that fails (any exception, ``BaseException`` panics of native code included, but not
 :data:`~napari_segloss.batch.errors.FATAL` ones) is reported in :attr:`ItemOutput.errors`; the
 others go on.

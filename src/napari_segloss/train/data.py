@@ -496,8 +496,8 @@ class Augment:
     usual crop when 20 draws find none); else with probability ``fg_crop`` (and a non-empty mask)
     it is centred on a random tumour pixel (nnU-Net's foreground oversampling), otherwise on a
     uniform random position that keeps the window inside the image. ``neg_crop`` = 0 (the
-    bundled recipe) draws exactly what it drew before the option existed. Geometric: rotation uniform in
-    ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the window centre
+    bundled recipe) draws exactly what it drew before the option existed. Geometric: rotation
+    uniform in ``+-rotate_deg`` degrees and isotropic scale uniform in ``scale`` about the window centre
     (one bilinear resampling straight into the window; mask resampled bilinearly and thresholded
     at 0.5; zero outside the image), then a left-right flip with probability ``flip_p`` (brain
     anatomy is near-symmetric; up-down flips would create impossible anatomy).
