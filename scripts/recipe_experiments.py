@@ -10,7 +10,9 @@ chosen recipe's measurements are copied into the ``Recipe`` docstring from that 
 
 Besides the validation Dice it logs ``val_false_alarms``: the share of the fold-3 negative crops
 (:func:`~napari_segloss.train.data.negative_crops`, tumour-free 96x96 crops far from the tumour)
-on which the trained network marks any pixel.
+on which the trained network marks any pixel, and ``val_false_alarms_in_context``: the same
+windows looked at in the prediction of their whole slice (a network trained on whole slices can
+stay silent on a small crop run alone and still mark that tissue in the full slice).
 """
 
 from __future__ import annotations
@@ -21,24 +23,34 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from napari_segloss.models import DEFAULT_ARCHITECTURE
 from napari_segloss.paths import shared_data_dir
 from napari_segloss.train.loop import Recipe, train
 from napari_segloss.train.pretrain import Pretraining
 
 
-def val_false_alarms(checkpoint: Path, recipe: Recipe) -> float:
-    """Share of the validation fold's negative crops on which ``checkpoint`` marks any pixel."""
+def val_false_alarms(checkpoint: Path, recipe: Recipe) -> tuple[float, float]:
+    """Share of the validation fold's negative crops on which ``checkpoint`` marks any pixel: the
+    crop run on its own (the cards' figure), and the whole slice run with the same window looked at."""
     from napari_segloss.checkpoints import load
     from napari_segloss.preprocess import DEFAULT_NORMALIZATION
-    from napari_segloss.train.data import negative_crops
-    from napari_segloss.train.evaluate import probabilities
+    from napari_segloss.train.data import negative_crop, negative_crops
+    from napari_segloss.train.evaluate import THRESHOLD, probabilities
     from napari_segloss.train.loop import load_splits
 
-    crops = negative_crops(load_splits(shared_data_dir() / "figshare", replace(recipe, synthetic_negatives=0),
-                                       dict(DEFAULT_NORMALIZATION)).val)
-    prob = probabilities(load(checkpoint).model, crops.images)
-    return float((prob >= 0.5).any(axis=(1, 2)).mean())
+    val = load_splits(shared_data_dir() / "figshare", replace(recipe, synthetic_negatives=0),
+                      dict(DEFAULT_NORMALIZATION)).val
+    crops = negative_crops(val)
+    loaded = load(checkpoint)
+    size = loaded.card.image_size  # the crops scaled by the same factor as their slices
+    crop_size = [round(n * t / v) for n, t, v in zip(crops.images.shape[-2:], size, val.images.shape[-2:])]
+    alone = probabilities(loaded.model, crops.images, image_size=crop_size) >= THRESHOLD
+    whole = probabilities(loaded.model, val.images, image_size=size) >= THRESHOLD
+    windows = [(i, negative_crop(im, m, sp)) for i, (im, m, sp) in enumerate(zip(val.images, val.masks, val.spacing))]
+    in_context = [whole[i][w].any() for i, w in windows if w is not None]
+    return float(alone.any(axis=(1, 2)).mean()), float(np.mean(in_context))
 
 
 def main() -> None:
@@ -54,6 +66,9 @@ def main() -> None:
                         help="tumour-free phantom slices added to the training slices (Recipe.synthetic_negatives)")
     parser.add_argument("--neg-crop", type=float, default=0.0,
                         help="share of training windows placed away from the tumour (Augment.neg_crop)")
+    parser.add_argument("--downsample", type=int, default=Recipe.downsample,
+                        help="train on slices with this many times larger pixels (Recipe.downsample)")
+    parser.add_argument("--pretrain-patch", type=int, default=Pretraining.patch)
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("build/recipe_experiments"))
@@ -62,19 +77,22 @@ def main() -> None:
 
     recipe = replace(Recipe(), epochs=args.epochs, patch=args.patch, batch=args.batch, lr=args.lr,
                      threads=args.threads, train_folds=(1, 2), val_folds=(3,), test_folds=(),
-                     pretraining=Pretraining(steps=args.pretrain_steps), synthetic_negatives=args.synthetic_negatives,
+                     downsample=args.downsample,
+                     pretraining=Pretraining(steps=args.pretrain_steps, patch=args.pretrain_patch),
+                     synthetic_negatives=args.synthetic_negatives,
                      augment=replace(Recipe().augment, neg_crop=args.neg_crop))
     architecture = {**DEFAULT_ARCHITECTURE, **args.arch}
     tic = time.perf_counter()
     result = train(args.loss, out=args.out, data=shared_data_dir() / "figshare", recipe=recipe, device="cpu",
                    name=f"{args.name}_{args.loss}", architecture=architecture, progress=False)
     dice = [row["val_dice"] for row in result.history]
-    alarms = val_false_alarms(result.path, recipe)
+    alarms, in_context = val_false_alarms(result.path, recipe)
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
            "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives,
-           "neg_crop": args.neg_crop, "arch": args.arch,
+           "neg_crop": args.neg_crop, "downsample": args.downsample, "pretrain_patch": args.pretrain_patch,
+           "arch": args.arch,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
-           "val_false_alarms": round(alarms, 4),
+           "val_false_alarms": round(alarms, 4), "val_false_alarms_in_context": round(in_context, 4),
            "minutes": round((time.perf_counter() - tic) / 60, 1)}
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as handle:

@@ -455,3 +455,60 @@ def test_recipe_round_trips_through_a_card():
     recorded["pretraining"] = {**recorded["pretraining"], "result": {"key": "abc", "seconds": 3.0}}
     assert Recipe.from_dict(json.loads(json.dumps(recorded))) == recipe
     assert recipe.to_dict()["train_folds"] == [1, 2, 3]
+
+
+# --- training at a coarser pixel size (Recipe.downsample on a labelled folder) ---------------
+
+def _labelled_folder(folder, n=12, size=64):
+    """``n`` phantom slices as a labelled folder (PNG images/masks, labels.csv, 1 mm pixels): the
+    first two thirds fold 1, the rest fold 2."""
+    from napari_segloss.data.synthetic import generate_slice
+    from napari_segloss.io.writers import write_array
+
+    rows = ["name,fold,tumour_type,pixel_mm"]
+    for i in range(n):
+        sample = generate_slice(100 + i, size)
+        image = np.clip(sample.image / sample.image.max() * 255, 0, 255).astype(np.uint8)
+        write_array(folder / "images" / f"s{i:02d}.png", image)
+        write_array(folder / "masks" / f"s{i:02d}.png", sample.mask.astype(np.uint8) * 255)
+        rows.append(f"s{i:02d},{1 if i < 2 * n // 3 else 2},{sample.kind},1.0")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_slices_made_coarser_are_resized_as_inference_resizes_a_scan():
+    from napari_segloss.inference import resize_slices
+    from napari_segloss.train.data import SliceSet
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 64, 64)).astype(np.float32)
+    masks = np.zeros((3, 64, 64), bool)
+    masks[:, 10:40, 20:50] = True
+    split = SliceSet(images, masks, np.full((3, 2), 0.5), ["a", "b", "c"], ["x", "y", "z"])
+    coarse = split.coarser(2)
+    assert coarse.images.shape == (3, 32, 32) and coarse.masks.shape == (3, 32, 32)
+    np.testing.assert_allclose(coarse.spacing, 1.0)
+    np.testing.assert_array_equal(coarse.images, resize_slices(images[:, None], (32, 32))[:, 0])
+    assert coarse.masks.sum(axis=(1, 2)) * 4 == pytest.approx(masks.sum(axis=(1, 2)), rel=0.1)
+    assert split.coarser(1) is split
+
+
+def test_a_checkpoint_trained_coarser_is_scored_and_run_at_its_pixel_size(tmp_path):
+    from napari_segloss.inference import predict
+    from napari_segloss.io import read_scans
+
+    folder = _labelled_folder(tmp_path / "data")
+    recipe = dataclasses.replace(TINY, downsample=2, patch=32, epochs=1, batch=4, train_folds=(1,), test_folds=(2,))
+    result = train("bce", out=tmp_path / "out", data=folder, recipe=recipe, device="cpu", progress=False)
+    card = result.card
+    assert card["pixel_spacing_mm"] == [2.0, 2.0] and card["image_size"] == [32, 32]
+    assert "1/2" in card["data"]["training_scale"]
+    loaded = load(result.path)
+    assert card["test_metrics"]["reference_slices"]
+    for ref in card["test_metrics"]["reference_slices"]:
+        image = read_scans(folder / "images" / f"{ref['name']}.png")[0].data
+        truth = read_scans(folder / "masks" / f"{ref['name']}.png")[0].data > 0
+        prediction = predict(image, loaded, device="cpu", spacing=(1.0, 1.0))
+        assert prediction.probability.shape == (64, 64)
+        # the card's test Dice is what predict gives on the native 64x64 slice of known pixel size
+        assert compute(prediction.mask(), truth)["dice"] == pytest.approx(ref["dice"], abs=0.02)

@@ -210,7 +210,7 @@ def pixel_size_ratio(spacing: tuple[float, ...] | None, card_spacing: tuple[floa
     return float(math.sqrt(ratios[0] * ratios[1]))
 
 
-def _resize(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_slices(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of the last two axes of float32 ``(N, C, H, W)`` (pixel-area aligned)."""
     if tuple(data.shape[-2:]) == tuple(size):
         return data
@@ -429,13 +429,20 @@ class Segmenter:
         ``image`` as :func:`predict` takes it; returns float32 ``(H, W)`` or ``(Z, H, W)``.
         """
         data, spatial_ndim = self.prepare(image)
+        out, scaling = self.scaled_probabilities(data, spacing, resample, progress=progress, cancel=cancel)
+        return (out[0] if spatial_ndim == 2 else out), scaling
+
+    def scaled_probabilities(self, data: np.ndarray, spacing: tuple[float, ...] | None, resample: bool = True, *,
+                             progress: ProgressCallback | None = None,
+                             cancel: CancelCallback | None = None) -> tuple[np.ndarray, Scaling]:
+        """Float32 probabilities ``(N, H, W)`` of normalised ``(N, C, H, W)`` input on its own grid,
+        the network run at the scale :meth:`scaling` chooses for ``spacing`` (mm, or None = unknown)."""
         in_plane = tuple(data.shape[-2:])
         scaling = self.scaling(in_plane, spacing, resample)  # type: ignore[arg-type]
-        data = _resize(data, scaling.network_size)
-        out = self.probabilities(data, progress=progress, cancel=cancel)
+        out = self.probabilities(resize_slices(data, scaling.network_size), progress=progress, cancel=cancel)
         if out.shape[-2:] != in_plane:
-            out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
-        return (out[0] if spatial_ndim == 2 else out), scaling
+            out = np.clip(resize_slices(out[:, None], in_plane)[:, 0], 0.0, 1.0)
+        return out, scaling
 
 
 def _prepared(checkpoint: str | os.PathLike | LoadedCheckpoint, device: torch.device) -> LoadedCheckpoint:
@@ -537,10 +544,5 @@ def predict_many(
         parts = [segmenter.prepare(image) for image in images]
         if all(ndim == 2 for _, ndim in parts):
             data = np.concatenate([part for part, _ in parts])
-            in_plane = tuple(data.shape[-2:])
-            scaling = segmenter.scaling(in_plane, None, resample)  # type: ignore[arg-type]
-            out = segmenter.probabilities(_resize(data, scaling.network_size), cancel=cancel)
-            if out.shape[-2:] != in_plane:
-                out = np.clip(_resize(out[:, None], in_plane)[:, 0], 0.0, 1.0)
-            return list(out)
+            return list(segmenter.scaled_probabilities(data, None, resample, cancel=cancel)[0])
     return [predict(image, segmenter, resample=resample, cancel=cancel).probability for image in images]

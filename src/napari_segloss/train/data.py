@@ -60,6 +60,19 @@ class SliceSet:
                         np.concatenate([self.spacing, other.spacing]), self.kinds + other.kinds,
                         self.names + other.names)
 
+    def coarser(self, factor: int) -> SliceSet:
+        """These slices with ``factor`` times larger pixels (``factor`` times fewer rows and
+        columns, spacing times ``factor``): images resized as inference resizes a scan
+        (:func:`napari_segloss.inference.resize_slices`), masks the same way thresholded at 0.5."""
+        from napari_segloss.inference import resize_slices
+
+        if factor == 1:
+            return self
+        size = (self.images.shape[-2] // factor, self.images.shape[-1] // factor)
+        images = resize_slices(self.images[:, None], size)[:, 0]
+        masks = resize_slices(self.masks[:, None].astype(np.float32), size)[:, 0] >= 0.5
+        return SliceSet(images, masks, self.spacing * factor, list(self.kinds), list(self.names))
+
     def subset(self, index: Sequence[int] | np.ndarray) -> SliceSet:
         """The slices at ``index`` (a new :class:`SliceSet`)."""
         idx = np.asarray(index, dtype=np.int64)
@@ -103,6 +116,9 @@ class Splits:
     description: dict[str, Any] = field(default_factory=dict)
     #: tumour-free test images (e.g. :func:`negative_crops` of real tumour slices), or None
     negatives: SliceSet | None = None
+    #: how many times larger the training slices' pixels are than those of val/test
+    #: (:meth:`SliceSet.coarser`; 1 when all splits share one grid)
+    train_factor: int = 1
 
 
 def downsample(image: np.ndarray, factor: int) -> np.ndarray:

@@ -37,12 +37,22 @@ N_REFERENCE = 8
 THRESHOLD = 0.5
 
 
-def probabilities(model: torch.nn.Module, images: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
+def probabilities(model: torch.nn.Module, images: np.ndarray, *, device: str | torch.device = "cpu",
+                  image_size: Sequence[int] | None = None) -> np.ndarray:
     """Foreground probabilities ``(N, H, W)`` of normalised float32 ``images`` ``(N, H, W)``
-    through the path users run (:class:`napari_segloss.inference.Segmenter`, input grid)."""
+    through the path users run (:class:`napari_segloss.inference.Segmenter`).
+
+    With the network's training ``image_size`` (``(H, W)`` pixels: the card's), the images are
+    brought to that field of view and their probabilities mapped back to their own grid, as
+    ``predict`` does by default for a slice of unknown pixel size (the PNG slices of a labelled
+    folder); a no-op when they already have that size. Without it the network runs on the input grid.
+    """
     from napari_segloss.inference import Segmenter
 
-    return Segmenter(model, device=device).probabilities(images)
+    segmenter = Segmenter(model, device=device, image_size=image_size)
+    if image_size is None:
+        return segmenter.probabilities(images)
+    return segmenter.scaled_probabilities(np.asarray(images, dtype=np.float32)[:, None], None)[0]
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -153,9 +163,12 @@ def aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, 
 
 
 def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device = "cpu",
-             seed: int = 0) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+             seed: int = 0, image_size: Sequence[int] | None = None,
+             ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """Evaluate on ``splits.test`` slices (with ``splits.negatives``, tumour-free test images, when
-    present) and ``splits.volumes`` (each may be ``None``).
+    present) and ``splits.volumes`` (each may be ``None``), scored at the data's own resolution;
+    with the network's training ``image_size`` the slices are run at that field of view first,
+    as ``predict`` does (:func:`probabilities`).
 
     Returns ``(test_metrics, rows)``: the card's ``test_metrics`` (2-D slice metrics at the top
     level, ``"volumes"`` for 3-D, ``"definition"`` in words) and the per-image rows
@@ -166,13 +179,17 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     test = splits.test
     if test is not None and len(test):
         thresholds = size_thresholds(test.masks, test.spacing)
-        prob = probabilities(model, test.images, device=device)
+        prob = probabilities(model, test.images, device=device, image_size=image_size)
         rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
         for row, name in zip(rows["slices"], test.names):
             row["name"] = name
         negatives = getattr(splits, "negatives", None)
         if negatives is not None and len(negatives):
-            prob = probabilities(model, negatives.images, device=device)
+            # crops of the test slices, scaled by the same factor as the slices they come from
+            crop_size = None if image_size is None else [
+                max(1, round(n * size / full)) for n, size, full in
+                zip(negatives.images.shape[-2:], image_size[-2:], test.images.shape[-2:])]
+            prob = probabilities(model, negatives.images, device=device, image_size=crop_size)
             extra = score_slices(prob, negatives.masks, negatives.spacing, negatives.kinds, thresholds)
             for row, name in zip(extra, negatives.names):
                 row["name"] = name
@@ -185,7 +202,7 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     vols = splits.volumes
     if vols is not None and len(vols):
         for image, truth, spacing, kind, name in zip(vols.images, vols.masks, vols.spacing, vols.kinds, vols.names):
-            pred = probabilities(model, image, device=device) >= THRESHOLD
+            pred = probabilities(model, image, device=device, image_size=image_size) >= THRESHOLD
             row: dict[str, Any] = image_scores(pred, truth, spacing)
             row.update(tumour=bool(truth.any()), kind=kind, size="volume", name=name)
             rows["volumes"].append(row)

@@ -186,6 +186,12 @@ def load_splits(data: str | Path, recipe: Recipe, normalization: Mapping[str, An
             splits.train = splits.train.concat(extra)
             splits.description["synthetic_negatives"] = (
                 f"{len(extra)} tumour-free synthetic slices added to the training slices")
+        if recipe.downsample > 1:
+            splits.train, splits.train_factor = splits.train.coarser(recipe.downsample), recipe.downsample
+            splits.description["training_scale"] = (
+                f"training slices resized to 1/{recipe.downsample} ({list(splits.train.images.shape[-2:])} pixels); "
+                "validation and test slices are scored at their own size, the network run at the training "
+                "size as predict runs a slice of unknown pixel size")
         return splits
     return folder_splits(data, seed=recipe.seed, normalization=normalization)
 
@@ -424,7 +430,7 @@ def train(
             total, count = total + float(value.detach()), count + 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", val_dice=f"{history[-1]['val_dice']:.3f}" if history else "-")
-        prob = probabilities(model, splits.val.images, device=dev)
+        prob = probabilities(model, splits.val.images, device=dev, image_size=splits.train.images.shape[-2:])
         scores = overlap(prob >= THRESHOLD, splits.val.masks)
         row = {"epoch": epoch, "train_loss": total / count, "val_dice": scores["dice"], "val_iou": scores["iou"],
                "seconds": time.perf_counter() - tic}
@@ -440,16 +446,18 @@ def train(
     bar.close()
 
     _round_to_half(model)
-    test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed)
+    test_metrics, _ = evaluate(model, splits, device=dev, seed=recipe.seed, image_size=splits.train.images.shape[-2:])
     card = _card(name, loss_name, hparams, criterion, extras, architecture, recipe, splits, normalization,
                  history, test_metrics, world, pretrained, {"precision": precision, "device": dev.type})
     if splits.test is not None and len(splits.test) and len(splits.val):
         from napari_segloss.inference import Segmenter
         from napari_segloss.interpret.calibration import calibration_summary
 
+        # calibration of the network's own logits, on val/test slices at the training pixel size
         segmenter = Segmenter(model, device=dev)
-        card["calibration"] = jsonable(calibration_summary(segmenter.logits(splits.val.images), splits.val.masks,
-                                                            segmenter.logits(splits.test.images), splits.test.masks))
+        val, test = splits.val.coarser(splits.train_factor), splits.test.coarser(splits.train_factor)
+        card["calibration"] = jsonable(calibration_summary(segmenter.logits(val.images), val.masks,
+                                                            segmenter.logits(test.images), test.masks))
     path = None
     if rank == 0:
         path = save_checkpoint(model, ModelCard.from_dict(card), out)

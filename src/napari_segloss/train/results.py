@@ -10,6 +10,7 @@ cards' reliability diagrams per loss family and 1-D loss landscapes of every che
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from napari_segloss.train.evaluate import THRESHOLD, paired_difference, probabil
 REFERENCE = "dice"
 
 
-def per_image_scores(model: Any, splits: Any) -> dict[str, list[dict[str, Any]]]:
-    """Per-slice and per-volume rows of one model on ``splits`` (see ``evaluate.evaluate``)."""
+def per_image_scores(checkpoint: Any, splits: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per-slice and per-volume rows of one loaded checkpoint on ``splits`` (see
+    ``evaluate.evaluate``; run at the card's training image size, as the card was scored)."""
     from napari_segloss.train.evaluate import evaluate
 
-    return evaluate(model, splits)[1]
+    return evaluate(checkpoint.model, splits, image_size=checkpoint.card.image_size)[1]
 
 
 def paired_vs_reference(rows: Mapping[str, Mapping[str, list[dict[str, Any]]]],
@@ -287,9 +289,9 @@ def _zoom_box(truth: np.ndarray, size: int = 112) -> tuple[slice, slice]:
     return slice(top, top + size), slice(left, left + size)
 
 
-def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: str | Path,
+def grid_figure(names: Sequence[str], checkpoints: Sequence[Any], test: Any, path: str | Path,
                 indices: Sequence[int] | None = None) -> Path:
-    """Rows: ground truth then every checkpoint (in the given order); columns: the same test
+    """Rows: ground truth then every loaded checkpoint (in the given order); columns: the same test
     slices, zoomed on the tumour. Each panel shows TP/FP/FN colours (:func:`overlays.render_difference`)."""
     import matplotlib
 
@@ -302,7 +304,8 @@ def grid_figure(names: Sequence[str], models: Sequence[Any], test: Any, path: st
     images, truths = test.images[idx], test.masks[idx]
     boxes = [_zoom_box(t) for t in truths]
     rows = [("ground truth", truths)] + [
-        (name, probabilities(model, images) >= THRESHOLD) for name, model in zip(names, models)
+        (name, probabilities(c.model, images, image_size=c.card.image_size) >= THRESHOLD)
+        for name, c in zip(names, checkpoints)
     ]
     fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.5 * len(idx) + 1.2, 1.5 * len(rows)),
                              squeeze=False, constrained_layout=True)
@@ -503,7 +506,7 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
 
     first = cards[0]
     recipe = Recipe.from_dict(first["recipe"])
-    models = {card["name"]: load(path).model for card, path in zip(cards, paths)}
+    models = {card["name"]: load(path) for card, path in zip(cards, paths)}
     paired: dict[str, dict[str, Any]] = {}
     synthetic: dict[str, float] = {}
     grid_lines = ["(The prediction grid needs the real data beside the checkout.)"]
@@ -513,7 +516,8 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
         test = splits.test
         rows = {name: per_image_scores(model, splits) for name, model in models.items()}
         paired = paired_vs_reference(rows)
-        phantom = load_splits("synthetic", Recipe(), first["normalization"])
+        # the phantom at its rendered resolution; each card's network sees it at its own pixel size
+        phantom = load_splits("synthetic", dataclasses.replace(Recipe(), downsample=1), first["normalization"])
         for name, model in models.items():
             synthetic[name] = float(evaluate_synthetic(model, phantom))
         ranked = sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
@@ -570,11 +574,12 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
     ]
 
 
-def evaluate_synthetic(model: Any, splits: Any) -> float:
-    """Mean per-slice test Dice of ``model`` on the synthetic phantom's test slices."""
+def evaluate_synthetic(checkpoint: Any, splits: Any) -> float:
+    """Mean per-slice test Dice of a loaded checkpoint on the synthetic phantom's test slices
+    (run at the card's training image size)."""
     from napari_segloss.train.evaluate import evaluate
 
-    return evaluate(model, splits)[0].get("dice", float("nan"))
+    return evaluate(checkpoint.model, splits, image_size=checkpoint.card.image_size)[0].get("dice", float("nan"))
 
 
 def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path | None = None,
@@ -611,7 +616,7 @@ def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path |
     cards, paths = [c for c, _ in kept], [p for _, p in kept]
     first = cards[0]
     splits = load_splits("synthetic", Recipe.from_dict(first["recipe"]), first["normalization"])
-    models = {card["name"]: load(path).model for card, path in zip(cards, paths)}
+    models = {card["name"]: load(path) for card, path in zip(cards, paths)}
     rows = {name: per_image_scores(model, splits) for name, model in models.items()}
     paired = paired_vs_reference(rows)
 
