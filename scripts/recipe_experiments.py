@@ -23,8 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from napari_segloss.models import DEFAULT_ARCHITECTURE
 from napari_segloss.paths import shared_data_dir
 from napari_segloss.train.loop import Recipe, train
@@ -33,11 +31,11 @@ from napari_segloss.train.pretrain import Pretraining
 
 def val_false_alarms(checkpoint: Path, recipe: Recipe) -> tuple[float, float]:
     """Share of the validation fold's negative crops on which ``checkpoint`` marks any pixel: the
-    crop run on its own (the cards' figure), and the whole slice run with the same window looked at."""
+    crop run on its own (the cards' figure), and the same window in the prediction of its whole slice."""
     from napari_segloss.checkpoints import load
     from napari_segloss.preprocess import DEFAULT_NORMALIZATION
-    from napari_segloss.train.data import negative_crop, negative_crops
-    from napari_segloss.train.evaluate import THRESHOLD, probabilities
+    from napari_segloss.train.data import negative_crops
+    from napari_segloss.train.evaluate import THRESHOLD, in_context_false_alarms, probabilities
     from napari_segloss.train.loop import load_splits
 
     val = load_splits(shared_data_dir() / "figshare", replace(recipe, synthetic_negatives=0),
@@ -47,10 +45,8 @@ def val_false_alarms(checkpoint: Path, recipe: Recipe) -> tuple[float, float]:
     size = loaded.card.image_size  # the crops scaled by the same factor as their slices
     crop_size = [round(n * t / v) for n, t, v in zip(crops.images.shape[-2:], size, val.images.shape[-2:])]
     alone = probabilities(loaded.model, crops.images, image_size=crop_size) >= THRESHOLD
-    whole = probabilities(loaded.model, val.images, image_size=size) >= THRESHOLD
-    windows = [(i, negative_crop(im, m, sp)) for i, (im, m, sp) in enumerate(zip(val.images, val.masks, val.spacing))]
-    in_context = [whole[i][w].any() for i, w in windows if w is not None]
-    return float(alone.any(axis=(1, 2)).mean()), float(np.mean(in_context))
+    whole = probabilities(loaded.model, val.images, image_size=size)
+    return float(alone.any(axis=(1, 2)).mean()), float(in_context_false_alarms(whole, val).mean())
 
 
 def main() -> None:
@@ -70,13 +66,15 @@ def main() -> None:
                         help="train on slices with this many times larger pixels (Recipe.downsample)")
     parser.add_argument("--pretrain-patch", type=int, default=Pretraining.patch)
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
+    parser.add_argument("--seed", type=int, default=Recipe.seed,
+                        help="seed of initialisation, batch order and augmentation (run-to-run noise)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("build/recipe_experiments"))
     parser.add_argument("--log", type=Path, default=Path("build/recipe_experiments.jsonl"))
     args = parser.parse_args()
 
     recipe = replace(Recipe(), epochs=args.epochs, patch=args.patch, batch=args.batch, lr=args.lr,
-                     threads=args.threads, train_folds=(1, 2), val_folds=(3,), test_folds=(),
+                     threads=args.threads, seed=args.seed, train_folds=(1, 2), val_folds=(3,), test_folds=(),
                      downsample=args.downsample,
                      pretraining=Pretraining(steps=args.pretrain_steps, patch=args.pretrain_patch),
                      synthetic_negatives=args.synthetic_negatives,
@@ -89,7 +87,7 @@ def main() -> None:
     alarms, in_context = val_false_alarms(result.path, recipe)
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
            "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives,
-           "neg_crop": args.neg_crop, "downsample": args.downsample, "pretrain_patch": args.pretrain_patch,
+           "neg_crop": args.neg_crop, "seed": args.seed, "downsample": args.downsample, "pretrain_patch": args.pretrain_patch,
            "arch": args.arch,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
            "val_false_alarms": round(alarms, 4), "val_false_alarms_in_context": round(in_context, 4),

@@ -512,3 +512,41 @@ def test_a_checkpoint_trained_coarser_is_scored_and_run_at_its_pixel_size(tmp_pa
         assert prediction.probability.shape == (64, 64)
         # the card's test Dice is what predict gives on the native 64x64 slice of known pixel size
         assert compute(prediction.mask(), truth)["dice"] == pytest.approx(ref["dice"], abs=0.02)
+
+
+def test_in_context_false_alarms_look_inside_each_slice_s_negative_window():
+    from napari_segloss.train.data import SliceSet, negative_crop
+    from napari_segloss.train.evaluate import in_context_false_alarms
+
+    yy, xx = np.mgrid[:160, :160]
+    head = ((yy - 80) ** 2 + (xx - 80) ** 2 < 75**2).astype(np.float32) * 0.5
+    mask = np.zeros((160, 160), bool)
+    mask[20:30, 70:90] = True  # tumour near the top: the window lies below it
+    split = SliceSet(np.stack([head, head]), np.stack([mask, mask]), np.ones((2, 2)), ["g", "g"], ["a", "b"])
+    window = negative_crop(head, mask, (1.0, 1.0))
+    assert window is not None and not mask[window].any()
+    prob = np.zeros((2, 160, 160), np.float32)
+    prob[:, mask] = 0.9  # the tumour itself is no false alarm
+    rows, cols = window
+    prob[1, rows.start + 5, cols.start + 5] = 0.6  # one pixel inside the second slice's window
+    np.testing.assert_array_equal(in_context_false_alarms(prob, split), [0.0, 1.0])
+
+
+def test_results_page_shows_false_alarms_alone_and_in_context():
+    from napari_segloss.train.results import real_table, targets
+
+    def card(name, dice, rate):
+        return {"name": name, "loss": name, "family": "region", "calibration": {},
+                "test_metrics": {"dice": dice, "iou": dice - 0.1, "hd95": 10.0, "sensitivity": 0.8, "precision": 0.7,
+                                 "ci95": {"dice": [dice - 0.02, dice + 0.02]}, "empty_slice_false_positives": 40,
+                                 "n_tumour_free": 100, "empty_slice_fp_rate": {"mean": rate, "ci95": [rate, rate]}}}
+
+    cards = [card("dice", 0.65, 0.4), card("focal", 0.70, 0.08)]
+    lines = targets(cards, {"dice": 0.3, "focal": 0.12})
+    assert any("≤ 10% of the negatives: 8.0%: **met**" in line for line in lines)
+    assert any("whole slice: 12.0%: **missed**" in line for line in lines)
+    assert not any("whole slice" in line for line in targets(cards))  # not measured: not claimed
+    table = real_table(cards, {}, {}, {}, {"focal": 0.12})
+    focal = next(line for line in table.splitlines() if "| focal |" in line)
+    assert "| 0.12 |" in focal
+    assert "| n/a |" in next(line for line in table.splitlines() if "| dice |" in line)

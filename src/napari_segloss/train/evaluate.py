@@ -26,7 +26,9 @@ DEFINITION = (
     "False alarms are reported separately on the tumour-free test images (tumour-free slices; for real data, "
     "which has none, crops of the test slices far from the tumour: see the card's data.negatives): "
     "empty_slice_false_positives = number of such images with any predicted pixel, empty_slice_fp_rate its "
-    "share, empty_slice_fp_area_mm2 = mean predicted area there. ci95 = "
+    "share, empty_slice_fp_area_mm2 = mean predicted area there; for real data also "
+    "empty_slice_fp_rate_in_context = the share of the same windows with any pixel marked in the prediction of "
+    "their whole slice. ci95 = "
     "percentile bootstrap 95% intervals over test images. Size classes small/medium/large = tertiles of the "
     "tumour area (mm^2) of the fixed test slices (size_thresholds_mm2). volumes = the same metrics on whole "
     "3-D test volumes predicted slice by slice."
@@ -162,6 +164,24 @@ def aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, 
     return out
 
 
+def in_context_false_alarms(prob: np.ndarray, split: Any) -> np.ndarray:
+    """Per tumour slice of ``split`` that has a negative window
+    (:func:`~napari_segloss.train.data.negative_crop`): 1.0 when the prediction ``prob``
+    ``(N, H, W)`` of the whole slice marks any pixel inside that window, else 0.0.
+
+    The negative crops run on their own are the cards' false-alarm set; this asks the same of the
+    tissue seen in its slice (a network can stay silent on a small crop yet mark it in context).
+    """
+    from napari_segloss.train.data import negative_crop
+
+    hits = []
+    for p, image, mask, spacing in zip(prob, split.images, split.masks, split.spacing):
+        window = negative_crop(image, mask, spacing)
+        if window is not None:
+            hits.append(float((p[window] >= THRESHOLD).any()))
+    return np.asarray(hits, dtype=np.float64)
+
+
 def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device = "cpu",
              seed: int = 0, image_size: Sequence[int] | None = None,
              ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -179,8 +199,8 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
     test = splits.test
     if test is not None and len(test):
         thresholds = size_thresholds(test.masks, test.spacing)
-        prob = probabilities(model, test.images, device=device, image_size=image_size)
-        rows["slices"] = score_slices(prob, test.masks, test.spacing, test.kinds, thresholds)
+        whole = probabilities(model, test.images, device=device, image_size=image_size)
+        rows["slices"] = score_slices(whole, test.masks, test.spacing, test.kinds, thresholds)
         for row, name in zip(rows["slices"], test.names):
             row["name"] = name
         negatives = getattr(splits, "negatives", None)
@@ -189,13 +209,16 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
             crop_size = None if image_size is None else [
                 max(1, round(n * size / full)) for n, size, full in
                 zip(negatives.images.shape[-2:], image_size[-2:], test.images.shape[-2:])]
-            prob = probabilities(model, negatives.images, device=device, image_size=crop_size)
-            extra = score_slices(prob, negatives.masks, negatives.spacing, negatives.kinds, thresholds)
+            on_crops = probabilities(model, negatives.images, device=device, image_size=crop_size)
+            extra = score_slices(on_crops, negatives.masks, negatives.spacing, negatives.kinds, thresholds)
             for row, name in zip(extra, negatives.names):
                 row["name"] = name
             rows["slices"] += extra
         metrics["definition"] = DEFINITION
         metrics.update(aggregate(rows["slices"], seed=seed))
+        if negatives is not None and len(negatives):
+            hits = in_context_false_alarms(whole, test)
+            metrics["empty_slice_fp_rate_in_context"] = summarise(hits, seed=seed) if len(hits) else None
         metrics["size_thresholds_mm2"] = thresholds
         metrics["reference_slices"] = [{"name": r["name"], "dice": r["dice"]}
                                        for r in rows["slices"] if r["tumour"]][:N_REFERENCE]

@@ -71,14 +71,29 @@ class Recipe:
     is flat once anything is predicted), so tumour-free windows teach it nothing. With
     ``unified_focal`` (a focal cross-entropy term) the same windows gave 0.620 against 0.656 and
     48.0 % against 49.9 % of the negatives flagged: no help either.
+    Training at 2 mm pixels (``downsample`` = 2: whole 128x128 slices, the network run at that
+    size for validation, test and ``predict``; measured 2026-12-08 on one machine with today's code,
+    seeds 0 and 1, false alarms = validation negatives flagged run alone / seen in their whole
+    slice): at about half the compute per epoch, ``dice`` 0.597 / 0.583 against 0.567 / 0.588 at
+    the recipe's 1 mm (the 0.596 above is an older code version), ``unified_focal`` 0.619 / 0.634
+    against 0.656; 50 epochs ``dice`` 0.623, 37 epochs ``unified_focal`` 0.634; the
+    MobileNetV3-small-100 encoder (1.1 M parameters) ``dice`` 0.609 in 1.3x the time; lr 3e-3
+    0.588. False alarms fall (``dice`` 1-10 % alone / 21-22 % in context against 92-93 % / 30-34 %;
+    ``unified_focal`` 0.2-3 % / 12-15 % against 50 % / 19 %), but the standalone crops' near-zero
+    is partly an artefact: a network trained on whole slices stays silent on a small crop it marks
+    in context. Not adopted: no Dice gain for ``dice`` beyond the seed noise (about 0.015), a loss
+    for the best loss (``unified_focal``), and the set's targets are Dice first.
 
     Attributes:
         epochs: passes over the training slices.
         batch: slices per optimiser step (per process under DDP).
         patch: training crop size in pixels (square, a multiple of 32); validation and test
             run on whole slices, as inference does.
-        downsample: integer factor by which the synthetic slices rendered at ``render_size``
-            are block-averaged down (1 = train at the generator's native resolution).
+        downsample: integer factor by which the training pixels are made coarser (1 = the data's
+            own grid): synthetic slices rendered at ``render_size`` are block-averaged down (all
+            splits); a labelled folder's training slices are resized by ``1/downsample``
+            (:meth:`~napari_segloss.train.data.SliceSet.coarser`) while validation and test keep
+            their size, the network run at the training size as ``predict`` runs it.
         lr: peak learning rate of the one-cycle schedule (AdamW) for the network.
         loss_lr: peak learning rate of learnable loss parameters (no weight decay).
         weight_decay: AdamW weight decay of the network.
