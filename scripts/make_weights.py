@@ -25,13 +25,16 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # OpenMP threads that spin while waiting cost several times their work when other processes
 # share the two cores; passive waiting must be chosen before torch starts its thread pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from napari_segloss.losses import available, build  # noqa: E402
+from napari_segloss.models import DEFAULT_ARCHITECTURE  # noqa: E402
 from napari_segloss.paths import shared_data_dir, weights_dir  # noqa: E402
 from napari_segloss.train.loop import Recipe, train  # noqa: E402
 
@@ -40,11 +43,13 @@ from napari_segloss.train.loop import Recipe, train  # noqa: E402
 _NOT_RECIPE = {"threads", "world_size", "extras", "precision", "device"}
 
 
-def same_recipe(card_path: Path, recipe: Recipe) -> bool:
-    """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`)
-    and with the same frozen auxiliary files: every ``*_sha256`` entry of its ``loss_state`` (e.g.
-    the InverseForm net's) must equal what the loss reports now."""
+def same_recipe(card_path: Path, recipe: Recipe, architecture: Mapping[str, Any] = DEFAULT_ARCHITECTURE) -> bool:
+    """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`),
+    the network ``architecture`` and the same frozen auxiliary files: every ``*_sha256`` entry of
+    its ``loss_state`` (e.g. the InverseForm net's) must equal what the loss reports now."""
     card = json.loads(card_path.read_text())
+    if card.get("architecture") != dict(architecture):
+        return False
     # through Recipe: a setting added since the card was written reads as its default, and what the
     # shared pretraining produced ("result") is not a setting
     recorded = Recipe.from_dict(card.get("recipe", {})).to_dict()
@@ -62,7 +67,7 @@ def pretrain_once(data: Path, recipe: Recipe) -> dict:
     """The shared pretraining, exactly as :func:`~napari_segloss.train.loop.train` starts it (cached)."""
     import torch
 
-    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+    from napari_segloss.models import build_model
     from napari_segloss.preprocess import DEFAULT_NORMALIZATION
     from napari_segloss.threads import torch_threads
     from napari_segloss.train.loop import load_splits

@@ -12,15 +12,22 @@ from napari_segloss.threads import torch_threads
 TINY_CHECKPOINTS = (("tiny_dice", "dice", "region"), ("tiny_focal", "focal", "pixel"), ("tiny_bce", "bce", "pixel"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_backend_and_cache(tmp_path_factory: pytest.TempPathFactory):
+    """For the whole session, module- and session-scoped fixtures included: torch, the reference
+    the tests compare with at 1e-5/1e-6 (tests/test_backends.py runs ONNX Runtime, the CPU
+    default, and checks it against torch), and derived files cached outside the real ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NAPARI_SEGLOSS_BACKEND", "torch")
+        patch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "derived_cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_checkpoints(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own empty user checkpoint folder: tests never read or write the real
     ``~/.napari-segloss/checkpoints``, nor see each other's fine-tuned checkpoints."""
     monkeypatch.setenv("NAPARI_SEGLOSS_USER_DIR", str(tmp_path_factory.mktemp("user_checkpoints")))
-    # torch, the reference the tests compare with at 1e-5/1e-6; tests/test_backends.py runs ONNX
-    # Runtime (the CPU default) and checks it against torch, with graphs cached outside ~/.cache
-    monkeypatch.setenv("NAPARI_SEGLOSS_BACKEND", "torch")
-    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "derived_cache"))
 
 
 @pytest.fixture(scope="session")

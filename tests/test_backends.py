@@ -191,3 +191,52 @@ def test_one_export_per_architecture(tiny_checkpoint_dir, cache, monkeypatch):
                                predict(image, eager, resample=False).probability, atol=1e-4, rtol=0)
     assert not np.allclose(predict(image, first, resample=False).probability,
                            predict(image, second, resample=False).probability, atol=1e-3)  # its own weights
+
+
+def test_a_template_from_an_untrained_network_serves_a_trained_one(tiny_checkpoint_dir, cache, tmp_path):
+    """The template is exported once per architecture from whichever checkpoint comes first, here
+    a freshly initialised one (every BatchNorm all ones/zeros, which the exporter would merge into
+    one initializer); a trained checkpoint's graph written from it still agrees with torch."""
+    from napari_segloss.checkpoints import ModelCard, save_checkpoint
+    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+
+    Segmenter.load(tiny_checkpoint_dir / "tiny_dice.json", device="cpu", backend="onnx")  # writes the template
+    torch.manual_seed(5)
+    trained = build_model(DEFAULT_ARCHITECTURE)
+    with torch.no_grad():
+        for module in trained.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(-1.0, 1.0)  # negative scales: a merged variance would be NaN
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.2, 2.0)
+    save_checkpoint(trained, ModelCard(name="trained_like", loss="dice", family="region", patch_size=(64, 64)),
+                    tmp_path)
+    image = _scan((64, 64), seed=3)
+    onnx = Segmenter.load(tmp_path / "trained_like.json", device="cpu", backend="onnx")
+    eager = Segmenter.load(tmp_path / "trained_like.json", device="cpu", backend="torch")
+    got = predict(image, onnx, resample=False).probability
+    want = predict(image, eager, resample=False).probability
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_a_template_with_merged_initializers_is_exported_again(tiny_checkpoint_dir, cache):
+    """A template cached by an older export (initializers merged) is rejected and replaced."""
+    import onnx
+
+    card = read_card(tiny_checkpoint_dir / "tiny_focal.json")
+    Segmenter.load(tiny_checkpoint_dir / "tiny_focal.json", device="cpu", backend="onnx")
+    template = backends.template_path(card.architecture, card.input_channels)
+    graph = onnx.load(str(template))
+    dropped = graph.graph.initializer.pop()  # as if merged into another: its name no longer exists
+    onnx.save(graph, str(template))
+    backends.graph_path(card.weights_sha256).unlink()
+    backends.clear_sessions()
+    image = _scan((64, 64))
+    got = predict(image, Segmenter.load(tiny_checkpoint_dir / "tiny_focal.json", device="cpu", backend="onnx"),
+                  resample=False).probability
+    want = predict(image, Segmenter.load(tiny_checkpoint_dir / "tiny_focal.json", device="cpu", backend="torch"),
+                   resample=False).probability
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert dropped.name in {i.name for i in onnx.load(str(template)).graph.initializer}

@@ -43,7 +43,7 @@ BACKEND_ENV = "NAPARI_SEGLOSS_BACKEND"
 #: the values :data:`BACKEND_ENV` (and ``Segmenter.load(backend=...)``) accept
 BACKENDS = ("auto", "torch", "onnx")
 #: part of every cached graph's name: bump it when the export settings below change
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 #: ONNX operator set of the exported graphs
 OPSET = 17
 #: side of the square example input the graph is traced with (height, width and batch stay dynamic)
@@ -142,16 +142,24 @@ def export(model: torch.nn.Module, path: Path, channels: int) -> Path:
     """Write ``model`` (float32 input ``(B, channels, H, W)``, H and W multiples of 32, to
     ``(B, 1, H, W)`` logits) as an ONNX graph at ``path`` atomically; returns ``path``.
 
-    The export runs on a float32 CPU copy in eval mode (the model itself is untouched); batch,
-    height and width are dynamic; no constant folding, so every initializer is a state-dict
-    entry of the same name (what :func:`write_graph` replaces). ONNX Runtime folds and fuses
-    (Conv + BatchNorm) when it loads the graph.
+    The export runs on a float32 CPU copy in eval mode (the model itself is untouched) whose
+    floating-point tensors are distinct placeholders: the exporter merges initializers of equal
+    value (a freshly initialised network's BatchNorm weights, variances, biases and means are
+    all ones or zeros), and a merged one would give every layer it stands for the first layer's
+    tensor once :func:`write_graph` fills it in. Batch, height and width are dynamic; no constant
+    folding, so every initializer is a state-dict entry of the same name. ONNX Runtime folds and
+    fuses (Conv + BatchNorm) when it loads the graph.
     """
     import copy
 
     import onnx
 
     net = copy.deepcopy(model).float().cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            if torch.is_floating_point(tensor):  # positive, so a placeholder variance stays a variance
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
     example = torch.zeros(1, channels, _TRACE_SIZE, _TRACE_SIZE)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
@@ -188,6 +196,10 @@ def write_graph(template: Path, weights_path: Path, weights_sha256: str, path: P
         raise ValueError(f"{weights_path}: the weights changed while their graph was written")
     state = load_safetensors(payload)
     graph = onnx.load(str(template))
+    names = {initializer.name for initializer in graph.graph.initializer}
+    unmatched = sorted(k for k, v in state.items() if v.dtype.kind == "f" and k not in names)
+    if unmatched:  # e.g. a template exported before placeholders: merged initializers
+        raise ValueError(f"{template}: no initializer for {len(unmatched)} weight tensor(s), e.g. {unmatched[0]!r}")
     for initializer in graph.graph.initializer:
         old = numpy_helper.to_array(initializer)
         new = state.get(initializer.name)
