@@ -550,3 +550,10 @@ def test_results_page_shows_false_alarms_alone_and_in_context():
     focal = next(line for line in table.splitlines() if "| focal |" in line)
     assert "| 0.12 |" in focal
     assert "| n/a |" in next(line for line in table.splitlines() if "| dice |" in line)
+
+
+def test_a_crop_is_seen_at_its_slice_s_scale():
+    from napari_segloss.train.evaluate import crop_network_size
+
+    assert crop_network_size((96, 96), (256, 256), (128, 128)) == [48, 48]
+    assert crop_network_size((96, 64), (256, 256), (256, 256)) == [96, 64]

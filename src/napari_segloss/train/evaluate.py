@@ -164,6 +164,12 @@ def aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, 
     return out
 
 
+def crop_network_size(crop: Sequence[int], full: Sequence[int], image_size: Sequence[int]) -> list[int]:
+    """In-plane size at which a network trained at ``image_size`` sees a ``crop`` ``(H, W)`` of a
+    ``full`` ``(H, W)`` slice: the crop scaled by the factor that brings its slice to ``image_size``."""
+    return [max(1, round(n * size / whole)) for n, size, whole in zip(crop[-2:], image_size[-2:], full[-2:])]
+
+
 def in_context_false_alarms(prob: np.ndarray, split: Any) -> np.ndarray:
     """Per tumour slice of ``split`` that has a negative window
     (:func:`~napari_segloss.train.data.negative_crop`): 1.0 when the prediction ``prob``
@@ -205,10 +211,8 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
             row["name"] = name
         negatives = getattr(splits, "negatives", None)
         if negatives is not None and len(negatives):
-            # crops of the test slices, scaled by the same factor as the slices they come from
-            crop_size = None if image_size is None else [
-                max(1, round(n * size / full)) for n, size, full in
-                zip(negatives.images.shape[-2:], image_size[-2:], test.images.shape[-2:])]
+            crop_size = None if image_size is None else crop_network_size(
+                negatives.images.shape[-2:], test.images.shape[-2:], image_size)
             on_crops = probabilities(model, negatives.images, device=device, image_size=crop_size)
             extra = score_slices(on_crops, negatives.masks, negatives.spacing, negatives.kinds, thresholds)
             for row, name in zip(extra, negatives.names):
