@@ -25,9 +25,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 # OpenMP threads that spin while waiting cost several times their work when other processes
 # share the two cores; passive waiting must be chosen before torch starts its thread pool.
@@ -43,12 +41,13 @@ from napari_segloss.train.loop import Recipe, train  # noqa: E402
 _NOT_RECIPE = {"threads", "world_size", "extras", "precision", "device"}
 
 
-def same_recipe(card_path: Path, recipe: Recipe, architecture: Mapping[str, Any] = DEFAULT_ARCHITECTURE) -> bool:
+def same_recipe(card_path: Path, recipe: Recipe) -> bool:
     """Whether the card at ``card_path`` was trained with ``recipe`` (ignoring :data:`_NOT_RECIPE`),
-    the network ``architecture`` and the same frozen auxiliary files: every ``*_sha256`` entry of
-    its ``loss_state`` (e.g. the InverseForm net's) must equal what the loss reports now."""
+    the network :func:`train` builds (``DEFAULT_ARCHITECTURE``) and the same frozen auxiliary
+    files: every ``*_sha256`` entry of its ``loss_state`` (e.g. the InverseForm net's) must equal
+    what the loss reports now."""
     card = json.loads(card_path.read_text())
-    if card.get("architecture") != dict(architecture):
+    if card.get("architecture") != dict(DEFAULT_ARCHITECTURE):
         return False
     # through Recipe: a setting added since the card was written reads as its default, and what the
     # shared pretraining produced ("result") is not a setting

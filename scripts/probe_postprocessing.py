@@ -42,8 +42,8 @@ from scipy import ndimage
 from napari_segloss.checkpoints import read_card
 from napari_segloss.inference import Segmenter
 from napari_segloss.paths import shared_data_dir, weights_dir
-from napari_segloss.train.data import negative_crop, negative_crops
-from napari_segloss.train.evaluate import THRESHOLD, overlap
+from napari_segloss.train.data import negative_crops, negative_windows
+from napari_segloss.train.evaluate import THRESHOLD, in_context_false_alarms, overlap
 from napari_segloss.train.loop import Recipe, load_splits
 
 MIN_AREAS_MM2 = (0, 10, 25, 50, 100, 200)
@@ -68,10 +68,10 @@ def main() -> None:
     args = parser.parse_args()
     card = read_card(weights_dir() / f"{args.names[0]}.json")
     splits = load_splits(shared_data_dir() / "figshare", Recipe.from_dict(card.recipe), card.normalization)
-    val, crops = splits.val, negative_crops(splits.val)
+    val = splits.val
+    windows = negative_windows(val)
+    crops = negative_crops(val, windows)
     val_px, crop_px = np.prod(val.spacing, axis=1), np.prod(crops.spacing, axis=1)
-    windows = [(i, w) for i, w in enumerate(negative_crop(im, m, sp) for im, m, sp in
-                                          zip(val.images, val.masks, val.spacing)) if w is not None]
     print(f"{len(val)} validation slices, {len(crops)} negative crops; Dice / false alarms")
     for name in args.names:
         segmenter = Segmenter.load(weights_dir() / f"{name}.json", device="cpu")
@@ -84,7 +84,7 @@ def main() -> None:
                 dice = overlap(kept, val.masks)["dice"]
                 alarms = np.mean([keep_components(p, area / a, largest).any() for p, a in zip(on_crops, crop_px)])
                 cells.append(f"{'L' if largest else 'm'}{area}: {dice:.3f} / {alarms:.0%}")
-        in_context = np.mean([on_val[i][w].any() for i, w in windows])
+        in_context = in_context_false_alarms(on_val, windows).mean()
         print(f"{name:16s} " + " | ".join(cells) + f" | the crops within the whole slice: {in_context:.0%}", flush=True)
 
 

@@ -34,19 +34,20 @@ def val_false_alarms(checkpoint: Path, recipe: Recipe) -> tuple[float, float]:
     crop run on its own (the cards' figure), and the same window in the prediction of its whole slice."""
     from napari_segloss.checkpoints import load
     from napari_segloss.preprocess import DEFAULT_NORMALIZATION
-    from napari_segloss.train.data import negative_crops
+    from napari_segloss.train.data import negative_crops, negative_windows
     from napari_segloss.train.evaluate import THRESHOLD, crop_network_size, in_context_false_alarms, probabilities
     from napari_segloss.train.loop import load_splits
 
     val = load_splits(shared_data_dir() / "figshare", replace(recipe, synthetic_negatives=0),
                       dict(DEFAULT_NORMALIZATION)).val
-    crops = negative_crops(val)
+    windows = negative_windows(val)
+    crops = negative_crops(val, windows)
     loaded = load(checkpoint)
     size = loaded.card.image_size
     crop_size = crop_network_size(crops.images.shape[-2:], val.images.shape[-2:], size)
     alone = probabilities(loaded.model, crops.images, image_size=crop_size) >= THRESHOLD
     whole = probabilities(loaded.model, val.images, image_size=size)
-    return float(alone.any(axis=(1, 2)).mean()), float(in_context_false_alarms(whole, val).mean())
+    return float(alone.any(axis=(1, 2)).mean()), float(in_context_false_alarms(whole, windows).mean())
 
 
 def main() -> None:

@@ -120,5 +120,7 @@ def test_make_weights_sees_the_bundled_set_as_up_to_date(tmp_path):
     assert not make_weights.same_recipe(changed, recipe)
     assert not make_weights.same_recipe(weights_dir() / "dice.json", dataclasses.replace(recipe, epochs=3))
     assert not make_weights.same_recipe(weights_dir() / "dice.json", dataclasses.replace(recipe, synthetic_negatives=50))
-    wider = {**make_weights.DEFAULT_ARCHITECTURE, "decoder_pyramid_channels": 128}
-    assert not make_weights.same_recipe(weights_dir() / "dice.json", recipe, wider)  # another network
+    card = _card(weights_dir() / "dice.json")
+    card["architecture"]["decoder_pyramid_channels"] = 128  # another network
+    changed.write_text(json.dumps(card))
+    assert not make_weights.same_recipe(changed, recipe)

@@ -515,7 +515,7 @@ def test_a_checkpoint_trained_coarser_is_scored_and_run_at_its_pixel_size(tmp_pa
 
 
 def test_in_context_false_alarms_look_inside_each_slice_s_negative_window():
-    from napari_segloss.train.data import SliceSet, negative_crop
+    from napari_segloss.train.data import SliceSet, negative_crop, negative_windows
     from napari_segloss.train.evaluate import in_context_false_alarms
 
     yy, xx = np.mgrid[:160, :160]
@@ -529,7 +529,9 @@ def test_in_context_false_alarms_look_inside_each_slice_s_negative_window():
     prob[:, mask] = 0.9  # the tumour itself is no false alarm
     rows, cols = window
     prob[1, rows.start + 5, cols.start + 5] = 0.6  # one pixel inside the second slice's window
-    np.testing.assert_array_equal(in_context_false_alarms(prob, split), [0.0, 1.0])
+    windows = negative_windows(split)
+    assert windows == [(0, window), (1, window)]
+    np.testing.assert_array_equal(in_context_false_alarms(prob, windows), [0.0, 1.0])
 
 
 def test_results_page_shows_false_alarms_alone_and_in_context():

@@ -116,6 +116,8 @@ class Splits:
     description: dict[str, Any] = field(default_factory=dict)
     #: tumour-free test images (e.g. :func:`negative_crops` of real tumour slices), or None
     negatives: SliceSet | None = None
+    #: where the ``negatives`` were cut from: ``(test slice index, window)`` each, or None
+    negative_windows: list[tuple[int, tuple[slice, slice]]] | None = None
     #: how many times larger the training slices' pixels are than those of val/test
     #: (:meth:`SliceSet.coarser`; 1 when all splits share one grid)
     train_factor: int = 1
@@ -428,17 +430,26 @@ def synthetic_negatives(n: int, size: int, normalization: Mapping[str, Any] | No
                     [NO_TUMOUR] * n, [f"seed{seed}" for seed in seeds])
 
 
-def negative_crops(split: SliceSet, **kwargs: Any) -> SliceSet:
-    """The :func:`negative_crop` of every slice of ``split`` that has one (kind ``"none"``, name
-    ``<slice>_negative``); keyword arguments go to :func:`negative_crop`."""
-    images, masks, spacing, names = [], [], [], []
-    for image, mask, sp, name in zip(split.images, split.masks, split.spacing, split.names):
+def negative_windows(split: SliceSet, **kwargs: Any) -> list[tuple[int, tuple[slice, slice]]]:
+    """``(slice index, window)`` of every slice of ``split`` that has a :func:`negative_crop`, in
+    slice order; keyword arguments go to :func:`negative_crop`."""
+    windows = []
+    for index, (image, mask, sp) in enumerate(zip(split.images, split.masks, split.spacing)):
         window = negative_crop(image, mask, sp, **kwargs)
         if window is not None:
-            images.append(image[window])
-            masks.append(mask[window])
-            spacing.append(sp)
-            names.append(f"{name}_negative")
+            windows.append((index, window))
+    return windows
+
+
+def negative_crops(split: SliceSet, windows: Sequence[tuple[int, tuple[slice, slice]]] | None = None,
+                   **kwargs: Any) -> SliceSet:
+    """The crops of ``split`` at ``windows`` (default: its :func:`negative_windows`, keyword
+    arguments going to :func:`negative_crop`); kind ``"none"``, name ``<slice>_negative``."""
+    windows = negative_windows(split, **kwargs) if windows is None else windows
+    images = [split.images[i][w] for i, w in windows]
+    masks = [split.masks[i][w] for i, w in windows]
+    spacing = [split.spacing[i] for i, _ in windows]
+    names = [f"{split.names[i]}_negative" for i, _ in windows]
     side = int(kwargs.get("side", NEGATIVE_SIDE))
     return SliceSet(np.stack(images) if images else np.zeros((0, side, side), np.float32),
                     np.stack(masks) if masks else np.zeros((0, side, side), bool),
@@ -487,7 +498,8 @@ def fold_splits(
     train = _labelled_set(folder, train_rows, norm, default_mm)
     val = _labelled_set(folder, val_rows, norm, default_mm)
     test = _labelled_set(folder, test_rows, norm, default_mm) if test_rows else None
-    negatives = negative_crops(test) if test is not None else None
+    windows = negative_windows(test) if test is not None else None
+    negatives = negative_crops(test, windows) if test is not None else None
     description = {
         "source": "labelled folder", "dataset": describe(folder, rows),
         "folds": {"train": list(train_folds), "val": list(val_folds) or f"last {val_fraction:.0%} of each training fold",
@@ -499,7 +511,7 @@ def fold_splits(
         "shape": list(train.images.shape[-2:]), "pixel_mm": default_mm,
         "n_unknown_pixel_size": len(rows) - len(known), "normalization": norm,
     }
-    return Splits(train, val, test, None, description, negatives)
+    return Splits(train, val, test, None, description, negatives, windows)
 
 
 @dataclass(frozen=True)

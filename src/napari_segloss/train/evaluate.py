@@ -52,9 +52,8 @@ def probabilities(model: torch.nn.Module, images: np.ndarray, *, device: str | t
     from napari_segloss.inference import Segmenter
 
     segmenter = Segmenter(model, device=device, image_size=image_size)
-    if image_size is None:
-        return segmenter.probabilities(images)
-    return segmenter.scaled_probabilities(np.asarray(images, dtype=np.float32)[:, None], None)[0]
+    data = np.asarray(images, dtype=np.float32)[:, None]
+    return segmenter.scaled_probabilities(data, None, resample=image_size is not None)[0]
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -170,22 +169,15 @@ def crop_network_size(crop: Sequence[int], full: Sequence[int], image_size: Sequ
     return [max(1, round(n * size / whole)) for n, size, whole in zip(crop[-2:], image_size[-2:], full[-2:])]
 
 
-def in_context_false_alarms(prob: np.ndarray, split: Any) -> np.ndarray:
-    """Per tumour slice of ``split`` that has a negative window
-    (:func:`~napari_segloss.train.data.negative_crop`): 1.0 when the prediction ``prob``
+def in_context_false_alarms(prob: np.ndarray, windows: Sequence[tuple[int, tuple[slice, slice]]]) -> np.ndarray:
+    """Per negative window ``(slice index, window)``
+    (:func:`~napari_segloss.train.data.negative_windows`): 1.0 when the prediction ``prob``
     ``(N, H, W)`` of the whole slice marks any pixel inside that window, else 0.0.
 
     The negative crops run on their own are the cards' false-alarm set; this asks the same of the
     tissue seen in its slice (a network can stay silent on a small crop yet mark it in context).
     """
-    from napari_segloss.train.data import negative_crop
-
-    hits = []
-    for p, image, mask, spacing in zip(prob, split.images, split.masks, split.spacing):
-        window = negative_crop(image, mask, spacing)
-        if window is not None:
-            hits.append(float((p[window] >= THRESHOLD).any()))
-    return np.asarray(hits, dtype=np.float64)
+    return np.asarray([float((prob[i][window] >= THRESHOLD).any()) for i, window in windows], dtype=np.float64)
 
 
 def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device = "cpu",
@@ -220,9 +212,9 @@ def evaluate(model: torch.nn.Module, splits: Any, *, device: str | torch.device 
             rows["slices"] += extra
         metrics["definition"] = DEFINITION
         metrics.update(aggregate(rows["slices"], seed=seed))
-        if negatives is not None and len(negatives):
-            hits = in_context_false_alarms(whole, test)
-            metrics["empty_slice_fp_rate_in_context"] = summarise(hits, seed=seed) if len(hits) else None
+        windows = getattr(splits, "negative_windows", None)
+        if windows:
+            metrics["empty_slice_fp_rate_in_context"] = summarise(in_context_false_alarms(whole, windows), seed=seed)
         metrics["size_thresholds_mm2"] = thresholds
         metrics["reference_slices"] = [{"name": r["name"], "dice": r["dice"]}
                                        for r in rows["slices"] if r["tumour"]][:N_REFERENCE]

@@ -514,7 +514,7 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
 
     first = cards[0]
     recipe = Recipe.from_dict(first["recipe"])
-    models = {card["name"]: load(path) for card, path in zip(cards, paths)}
+    checkpoints = {card["name"]: load(path) for card, path in zip(cards, paths)}
     paired: dict[str, dict[str, Any]] = {}
     synthetic: dict[str, float] = {}
     in_context: dict[str, float | None] = {}
@@ -523,19 +523,19 @@ def real_section(cards: Sequence[Mapping[str, Any]], paths: Sequence[Path], out_
     if data is not None and (Path(data) / "labels.csv").is_file():
         splits = load_splits(data, recipe, first["normalization"])
         test = splits.test
-        scored = {name: reevaluate(model, splits) for name, model in models.items()}
+        scored = {name: reevaluate(checkpoint, splits) for name, checkpoint in checkpoints.items()}
         rows = {name: r for name, (_, r) in scored.items()}
         in_context = {name: (m.get("empty_slice_fp_rate_in_context") or {}).get("mean")
                       for name, (m, _) in scored.items()}
         paired = paired_vs_reference(rows)
         # the phantom at its rendered resolution; each card's network sees it at its own pixel size
         phantom = load_splits("synthetic", dataclasses.replace(Recipe(), downsample=1), first["normalization"])
-        for name, model in models.items():
-            synthetic[name] = float(evaluate_synthetic(model, phantom))
+        for name, checkpoint in checkpoints.items():
+            synthetic[name] = float(evaluate_synthetic(checkpoint, phantom))
         ranked = sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
         shown = ranked[:3] + [c for c in ranked if c["name"] == REFERENCE and c not in ranked[:3]]
         shown += [c for c in ranked[-2:] if c not in shown]
-        grid = grid_figure([c["name"] for c in shown], [models[c["name"]] for c in shown], splits.test,
+        grid = grid_figure([c["name"] for c in shown], [checkpoints[c["name"]] for c in shown], splits.test,
                            out_dir / "results_grid_real.png", indices=pick_grid_slices(splits.test, n=6))
         grid_lines = [
             "Rows: ground truth, the three best checkpoints, `dice`, the two worst; columns: fold-4 slices "
@@ -628,12 +628,12 @@ def write_report(weights: str | Path, out_dir: str | Path, *, data: str | Path |
     cards, paths = [c for c, _ in kept], [p for _, p in kept]
     first = cards[0]
     splits = load_splits("synthetic", Recipe.from_dict(first["recipe"]), first["normalization"])
-    models = {card["name"]: load(path) for card, path in zip(cards, paths)}
-    rows = {name: reevaluate(model, splits)[1] for name, model in models.items()}
+    checkpoints = {card["name"]: load(path) for card, path in zip(cards, paths)}
+    rows = {name: reevaluate(checkpoint, splits)[1] for name, checkpoint in checkpoints.items()}
     paired = paired_vs_reference(rows)
 
     ranked = sorted(cards, key=lambda c: c["test_metrics"].get("dice") or -1.0, reverse=True)
-    grid = grid_figure([c["name"] for c in ranked], [models[c["name"]] for c in ranked], splits.test,
+    grid = grid_figure([c["name"] for c in ranked], [checkpoints[c["name"]] for c in ranked], splits.test,
                        out_dir / "results_grid.png")
     minutes = sum(h.get("seconds") or 0.0 for c in cards for h in c["history"]) / 60
     text = "\n".join([
