@@ -7,6 +7,8 @@ chosen recipe's measurements are copied into the ``Recipe`` docstring from that 
     python scripts/recipe_experiments.py --name base --loss dice
     python scripts/recipe_experiments.py --name pre1500 --loss dice --pretrain-steps 1500
     python scripts/recipe_experiments.py --name neg300 --loss dice --pretrain-steps 1500 --synthetic-negatives 300
+    python scripts/recipe_experiments.py --name ds2p128 --loss dice --pretrain-steps 1500 --downsample 2 \
+        --patch 128 --pretrain-patch 128 [--seed 1] [--epochs 50]
 
 Besides the validation Dice it logs ``val_false_alarms``: the share of the fold-3 negative crops
 (:func:`~napari_segloss.train.data.negative_crops`, tumour-free 96x96 crops far from the tumour)
