@@ -5,8 +5,9 @@ Usage: ``python scripts/make_weights.py [--data DIR] [--out weights] [--only NAM
 the labelled-folder layout (default ``shared/data/figshare`` beside the checkout, or
 ``$NAPARI_SEGLOSS_SHARED_DATA/figshare``; ``napari-segloss data figshare`` converts the original
 release): folds 1-3 train and validate, fold 4 is the test set. ``make weights`` first computes the
-loss-neutral pretraining once (``--pretrain-only``; cached in ``.cache/``), then trains the two
-halves of the catalogue (``--part 1/2``, ``--part 2/2``) in two one-thread processes. A loss whose checkpoint (``<name>.json`` and
+loss-neutral pretraining once (``--pretrain-only``; cached under
+``~/.cache/napari-segloss/pretrain``), then trains the two halves of the catalogue (``--part 1/2``,
+``--part 2/2``) in two one-thread processes. A loss whose checkpoint (``<name>.json`` and
 ``<name>.safetensors``) already exists with the same recipe is skipped (a card with another
 recipe, or trained with another frozen auxiliary file such as the InverseForm net, is
 retrained, so the set never mixes recipes), and an interrupted loss resumes from its

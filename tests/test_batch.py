@@ -19,6 +19,8 @@ from PIL import Image
 
 from napari_segloss import batch, metrics
 from napari_segloss.batch import archive, process, runner, samples
+from napari_segloss.checkpoints import CheckpointError
+from napari_segloss.checkpoints.registry import locate
 from napari_segloss.cli import main
 from napari_segloss.data.synthetic import generate_slice
 from napari_segloss.inference import InferenceCancelled, Segmenter, predict, predict_many
@@ -473,8 +475,15 @@ def test_bad_inputs_raise_clear_errors(data: Path, ckpts: list[str], tmp_path: P
 
 def test_resolve_checkpoints_by_name_all_and_path(tiny_registry: Path) -> None:
     assert [r.name for r in batch.resolve_checkpoints(["all"])] == ["tiny_bce", "tiny_focal", "tiny_dice"]
-    refs = batch.resolve_checkpoints(["TINY_DICE", str(tiny_registry / "tiny_bce.json"), "tiny_dice"])
+    refs = batch.resolve_checkpoints(["tiny_dice", str(tiny_registry / "tiny_bce.json"), "tiny_dice"])
     assert [(r.name, r.loss, r.family) for r in refs] == [("tiny_dice", "dice", "region"), ("tiny_bce", "bce", "pixel")]
+
+
+def test_resolve_checkpoints_takes_names_exactly_as_predict_does(tiny_registry: Path) -> None:
+    with pytest.raises(batch.BatchCheckpointError, match=r"did you mean 'tiny_dice'\? names are case-sensitive"):
+        batch.resolve_checkpoints(["TINY_DICE"])
+    with pytest.raises(CheckpointError, match=r"did you mean 'tiny_dice'"):
+        locate("TINY_DICE")
 
 
 # --- command line ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _rank(rank: int, world: int, port: int, cache: str, out: str) -> None:
     import torch.distributed as dist
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), NAPARI_SEGLOSS_CACHE=cache)
+                      MASTER_PORT=str(port), NAPARI_SEGLOSS_CACHE_DIR=cache)
     try:
         result = train("robust_t", out=Path(out) / "checkpoint", recipe=RECIPE, device="cpu", progress=False)
         state = {"nu": result.card["loss_state"]["nu"], "history": result.history, "world": dist.get_world_size()}
@@ -45,7 +45,7 @@ def _rank(rank: int, world: int, port: int, cache: str, out: str) -> None:
 
 def test_learnable_loss_parameters_stay_identical_across_two_ranks(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE", str(cache))
+    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(cache))
     load_splits("synthetic", RECIPE, DEFAULT_NORMALIZATION)  # render the cache once, not in both ranks at once
     # forkserver: torch and smp are imported once, in the server, instead of once per rank
     multiprocessing.set_forkserver_preload(["segmentation_models_pytorch", "napari_segloss.train.loop"])

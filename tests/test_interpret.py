@@ -342,7 +342,7 @@ def test_fine_tune_cancel_and_synthetic_mix(tiny_registry, glioma, tmp_path, mon
     with pytest.raises(FineTuneCancelled, match="2 of 5"):
         fine_tune("tiny_bce", glioma.image, glioma.mask, loss="bce", steps=5, device="cpu", cancel=cancel)
     monkeypatch.setattr(finetune, "N_SYNTHETIC", 2)
-    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE", str(tmp_path))
+    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path))
     volume, masks = np.stack([glioma.image] * 2), np.stack([glioma.mask] * 2)
     _, card = fine_tune("tiny_bce", [volume], [masks], loss="focal", steps=2, batch=2, device="cpu",
                         include_synthetic=True)

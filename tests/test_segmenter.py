@@ -106,7 +106,7 @@ def test_second_architecture_through_every_consumer(tmp_path, monkeypatch):
     from napari_segloss.train import Recipe, train
     from napari_segloss.train.pretrain import Pretraining
 
-    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAPARI_SEGLOSS_CACHE_DIR", str(tmp_path / "cache"))
     recipe = Recipe(pretraining=Pretraining(), epochs=1, batch=4, patch=64, n_train=8, n_val=2, n_test=3, n_volumes=1, volume_depth=3,
                     render_size=64, threads=1)
     result = train("dice", out=tmp_path / "ckpt", recipe=recipe, device="cpu", architecture=UNET,

@@ -32,13 +32,13 @@ TINY = Recipe(pretraining=Pretraining(), epochs=2, batch=4, patch=64, lr=1e-2, n
 
 @pytest.fixture(scope="module", autouse=True)
 def _cache(tmp_path_factory):
-    old = os.environ.get("NAPARI_SEGLOSS_CACHE")
-    os.environ["NAPARI_SEGLOSS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    old = os.environ.get("NAPARI_SEGLOSS_CACHE_DIR")
+    os.environ["NAPARI_SEGLOSS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     yield
     if old is None:
-        os.environ.pop("NAPARI_SEGLOSS_CACHE")
+        os.environ.pop("NAPARI_SEGLOSS_CACHE_DIR")
     else:
-        os.environ["NAPARI_SEGLOSS_CACHE"] = old
+        os.environ["NAPARI_SEGLOSS_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,24 @@ def _weights(path):
 
 
 # --- data -------------------------------------------------------------------------------------
+
+def test_derived_training_files_go_to_the_one_cache_folder(tmp_path, monkeypatch):
+    """Rendered splits and pretraining weights land under paths.user_cache_dir, never in the
+    working directory (a user running ``napari-segloss train`` from their home folder)."""
+    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+    from napari_segloss.paths import CACHE_DIR_ENV
+    from napari_segloss.train.pretrain import Pretraining, pretrained_start
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "derived"))
+    monkeypatch.chdir(tmp_path)
+    splits = synthetic_splits(4, 1, 1, size=64, n_volumes=0)
+    pretrained_start(build_model(DEFAULT_ARCHITECTURE), DEFAULT_ARCHITECTURE, splits.train,
+                     Pretraining(steps=1, batch=2, patch=64), Augment(), seed=0, device=torch.device("cpu"),
+                     progress=False)
+    assert [p.name for p in (tmp_path / "derived" / "synthetic").iterdir()] == [splits.description["cache"]]
+    assert len(list((tmp_path / "derived" / "pretrain").glob("pretrain_*.safetensors"))) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["derived"]
+
 
 def test_synthetic_splits_are_cached_disjoint_and_documented(tmp_path):
     from napari_segloss.data.synthetic import generate_slice, split_seeds

@@ -53,8 +53,10 @@ CACHE_DIR_ENV = "NAPARI_SEGLOSS_CACHE_DIR"
 
 
 def user_cache_dir() -> Path:
-    """Folder of files derived from checkpoints and safe to delete (the ONNX graphs of
-    :mod:`napari_segloss.backends`).
+    """The one folder of derived files, each safe to delete (rebuilt when needed): the ONNX graphs
+    of :mod:`napari_segloss.backends` (``onnx/``), the rendered synthetic splits
+    (``synthetic/``, :func:`napari_segloss.train.data.synthetic_splits`) and the shared
+    pretraining weights (``pretrain/``, :mod:`napari_segloss.train.pretrain`).
 
     ``NAPARI_SEGLOSS_CACHE_DIR`` overrides the default ``$XDG_CACHE_HOME/napari-segloss``
     (``~/.cache/napari-segloss``).

@@ -133,26 +133,22 @@ class BatchResult:
 
 
 def resolve_checkpoints(names: Sequence[str]) -> tuple[CheckpointRef, ...]:
-    """Checkpoints by registry name (case-insensitive), ``"all"`` (every registered one) or
-    card/weights path. Raises :class:`BatchCheckpointError` for unknown names or when none is left."""
-    from napari_segloss.checkpoints import CheckpointError, list_checkpoints, load
+    """Checkpoints by exact registry name (as ``predict`` takes them), ``"all"`` (every registered
+    one) or card/weights path. Raises :class:`BatchCheckpointError` for unknown names (suggesting
+    the name that differs only in case) or when none is left."""
+    from napari_segloss.checkpoints import CheckpointError, find, list_checkpoints, load
 
     registry = list_checkpoints()
-    by_name = {info.name.lower(): info for info in registry}
     chosen = []
     for name in names:
         if name.lower() == "all":
             chosen.extend(registry)
-        elif name.lower() in by_name:
-            chosen.append(by_name[name.lower()])
-        elif Path(name).expanduser().is_file():
-            try:
-                chosen.append(load(Path(name).expanduser(), device="cpu").info)
-            except CheckpointError as exc:
-                raise BatchCheckpointError(str(exc)) from None
-        else:
-            available = ", ".join(i.name for i in registry) or "none registered"
-            raise BatchCheckpointError(f"unknown checkpoint {name!r}; available: {available} (or 'all', or a path)")
+            continue
+        path = Path(name).expanduser()
+        try:
+            chosen.append(load(path, device="cpu").info if path.is_file() else find(name))
+        except CheckpointError as exc:
+            raise BatchCheckpointError(str(exc) if path.is_file() else f"{exc} (or 'all', or a path)") from None
     refs: dict[str, CheckpointRef] = {}
     for info in chosen:
         ref = CheckpointRef(info.name, info.loss, info.family, str(info.path), info.card.weights_sha256)

@@ -7,8 +7,8 @@ One checkpoint is ``<name>.safetensors`` (the state dict, fp16 by default) next 
   architectures come from an allow-list, no network library is imported) and the bounded
   reading of a card file (:func:`read_card`);
 * :mod:`~napari_segloss.checkpoints.registry`: :func:`list_checkpoints` /
-  :func:`scan_checkpoints` over the search folders (cached, :func:`refresh`), exact unique names,
-  :func:`default_checkpoint`;
+  :func:`scan_checkpoints` over the search folders (cached, :func:`refresh`), exact unique names
+  (:func:`find`), :func:`default_checkpoint`;
 * :mod:`~napari_segloss.checkpoints.loading`: :func:`save_checkpoint`, :func:`load` (safetensors
   with sha256, ``torch.load(weights_only=True)`` for legacy files, an LRU of loaded models bounded
   by ``NAPARI_SEGLOSS_CACHE_MB``) and :func:`convert_pth`.
@@ -43,6 +43,7 @@ from napari_segloss.checkpoints.registry import (
     CheckpointInfo,
     Registry,
     default_checkpoint,
+    find,
     list_checkpoints,
     refresh,
     scan_checkpoints,
@@ -66,6 +67,7 @@ __all__ = [
     "clear_cache",
     "convert_pth",
     "default_checkpoint",
+    "find",
     "list_checkpoints",
     "load",
     "read_card",

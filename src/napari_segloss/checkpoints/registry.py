@@ -259,6 +259,22 @@ def weights_next_to(card_path: Path) -> Path | None:
     return None
 
 
+def find(name: str, extra_dirs: Sequence[str | os.PathLike] | None = None) -> CheckpointInfo:
+    """The registered checkpoint called exactly ``name`` (names are case-sensitive).
+
+    Raises :class:`CheckpointError` for an unknown name, suggesting the name that differs only in
+    case, if any, and listing the available ones.
+    """
+    infos = list_checkpoints(extra_dirs)
+    match = next((i for i in infos if i.name == name), None)
+    if match is None:
+        near = next((i.name for i in infos if i.name.casefold() == name.casefold()), None)
+        hint = f" (did you mean {near!r}? names are case-sensitive)" if near else ""
+        names = ", ".join(i.name for i in infos) or "none found"
+        raise CheckpointError(f"unknown checkpoint {name!r}{hint}; available: {names}")
+    return match
+
+
 def locate(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
     """``(card_path, weights_path)`` for an exact registry name or a ``.json``/weights path.
 
@@ -274,13 +290,7 @@ def locate(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
         or (os.altsep is not None and os.altsep in text)
     )
     if not looks_like_path:
-        infos = list_checkpoints()
-        match = next((i for i in infos if i.name == text), None)
-        if match is None:
-            near = next((i.name for i in infos if i.name.casefold() == text.casefold()), None)
-            hint = f" (did you mean {near!r}? names are case-sensitive)" if near else ""
-            names = ", ".join(i.name for i in infos) or "none found"
-            raise CheckpointError(f"unknown checkpoint {text!r}{hint}; available: {names}")
+        match = find(text)
         return match.path, match.weights
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

@@ -125,9 +125,8 @@ def _synthetic_pool(card: ModelCard, n: int) -> tuple[_Pool, dict[str, Any]]:
 
     size = int(card.recipe.get("render_size", 256))
     factor = int(card.recipe.get("downsample", 1))
-    cache = os.environ.get("NAPARI_SEGLOSS_CACHE") or str(Path.home() / ".napari-segloss" / "cache")
     splits = synthetic_splits(n, 1, 1, size=size, factor=factor, n_volumes=0,
-                              normalization=card.normalization, cache_dir=cache)
+                              normalization=card.normalization)
     train = splits.train
     pool = _Pool(list(train.images), list(train.masks), [tuple(map(float, s)) for s in train.spacing],
                  [(slice(None), slice(None))] * len(train))

@@ -2,7 +2,8 @@
 
 Every loss trains on the same arrays: the synthetic slices are rendered once (``size x size``,
 optionally block-averaged down by an integer ``factor``, which multiplies the pixel spacing in mm
-by ``factor``) into a cache file ``.cache/synthetic_<hash>.npz`` whose hash covers the
+by ``factor``) into a cache file ``synthetic/synthetic_<hash>.npz`` under
+:func:`napari_segloss.paths.user_cache_dir` whose hash covers the
 generator's files and every rendering parameter. Images are normalised with the checkpoint
 card's ``normalization`` spec (:func:`napari_segloss.preprocess.normalize`) per slice, exactly as
 at inference.
@@ -14,6 +15,7 @@ only by the numpy generator it is given, so a run is deterministic on CPU given 
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from napari_segloss.paths import user_cache_dir
 from napari_segloss.preprocess import DEFAULT_NORMALIZATION, normalize, to_grayscale
 
 #: file suffixes accepted in a folder dataset
@@ -222,13 +225,11 @@ def synthetic_splits(
         volume_shape: ``(D, H, W)`` rendering shape of each test volume (downsampled in-plane).
         base_seed: passed to ``split_seeds``.
         normalization: :func:`napari_segloss.preprocess.normalize` spec (default percentile).
-        cache_dir: folder of the ``synthetic_<hash>.npz`` cache (default ``.cache`` in the
-            current directory, or ``$NAPARI_SEGLOSS_CACHE``).
+        cache_dir: folder of the ``synthetic_<hash>.npz`` cache (default ``synthetic/`` under
+            :func:`napari_segloss.paths.user_cache_dir`).
     Returns:
         :class:`Splits`; ``description`` records the parameters and the cache hash for the card.
     """
-    import os
-
     from napari_segloss.data.synthetic import split_seeds
 
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
@@ -238,7 +239,7 @@ def synthetic_splits(
         "base_seed": base_seed,
     }
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    folder = Path(cache_dir or os.environ.get("NAPARI_SEGLOSS_CACHE", ".cache"))
+    folder = Path(cache_dir) if cache_dir else user_cache_dir() / "synthetic"
     path = folder / f"synthetic_{key}.npz"
     if not path.exists():
         arrays: dict[str, np.ndarray] = {}

@@ -9,7 +9,8 @@ neutral for every loss: each bundled checkpoint then trains from these weights w
 loss differing. The segmentation head is re-initialised (seeded) after pretraining, so that no
 loss starts from an image-shaped logit map.
 
-The weights are cached (``<cache>/pretrain_<hash>.safetensors``; the hash covers the
+The weights are cached (``pretrain/pretrain_<hash>.safetensors`` under
+:func:`napari_segloss.paths.user_cache_dir`; the hash covers the
 architecture, the training slices' names, the pretraining parameters and the seed), so
 ``make weights`` computes them once and every loss, on any run, loads the same file.
 """
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_segloss.paths import user_cache_dir
 from napari_segloss.train.data import Augment, SliceSet, epoch_batches
 
 
@@ -145,7 +147,7 @@ def pretrained_start(model: torch.nn.Module, architecture: Mapping[str, Any], tr
     if settings.steps <= 0:
         return {}
     key = cache_key(architecture, train, settings, augment, seed)
-    folder = Path(cache_dir or os.environ.get("NAPARI_SEGLOSS_CACHE", ".cache"))
+    folder = Path(cache_dir) if cache_dir else user_cache_dir() / "pretrain"
     path = folder / f"pretrain_{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
