@@ -269,6 +269,27 @@ def test_nifti_output_carries_a_nifti_inputs_affine(tmp_path):
     np.testing.assert_array_equal(np.asanyarray(canonical_out.dataobj), np.asanyarray(canonical_in.dataobj) > 500)
 
 
+def test_napari_save_layer_keeps_the_scans_placement(tmp_path):
+    """A Labels layer that carries its scan's placement (what the reader and the widget's result
+    layers put in ``metadata``) is saved by napari's Save Layer with the scan's exact affine; one
+    without it gets the spacing alone."""
+    from napari_segloss.napari._reader import layer_data
+
+    affine = np.diag([-0.9, 1.1, 2.0, 1.0])
+    affine[:3, 3] = (12.0, -40.0, 7.5)
+    data = RNG.integers(0, 1000, size=(10, 12, 5)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "scan.nii.gz")
+    (scan,) = read_scans(tmp_path / "scan.nii.gz")
+    _, attrs, _ = layer_data(scan)
+    mask = scan.data > 500
+    (saved,) = write_labels(str(tmp_path / "mask.nii.gz"), mask, attrs)
+    out = nib.load(saved)
+    np.testing.assert_allclose(out.affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), data > 500)
+    (bare,) = write_labels(str(tmp_path / "bare.nii.gz"), mask, {"scale": attrs["scale"]})
+    assert not np.allclose(nib.load(bare).affine, affine)
+
+
 def test_affine_is_validated(tmp_path):
     with pytest.raises(ValueError, match="4x4"):
         write_array(tmp_path / "m.nii.gz", MASK, affine=np.eye(3))

@@ -318,12 +318,14 @@ def test_anisotropic_volume_geometry_and_slice_metrics(widget, qtbot):
     truth = ((yy - 30) ** 2 / 200 + (xx - 34) ** 2 / 150 + (zz - 4) ** 2 / 6) < 1
     volume = (400 + 600 * truth + 20 * np.random.default_rng(1).standard_normal(truth.shape)).astype(np.float32)
     scale, translate = (3.0, 0.7, 0.9), (12.0, -5.0, 2.5)
-    image = viewer.add_image(volume, name="mri", scale=scale, translate=translate)
+    placed = {"affine_lps": np.diag([*scale, 1.0]).tolist(), "axcodes_on_disk": "RAS"}  # as the NIfTI reader puts it
+    image = viewer.add_image(volume, name="mri", scale=scale, translate=translate, metadata=placed)
     viewer.add_labels(truth.astype(np.uint8), name="mask", scale=scale, translate=translate)
     w.run_tab.combo.select("tiny_bce")
     _click_and_wait(qtbot, w, w.run_tab.run_button)
     found = _result_layers(viewer, "tiny_bce")
     for layer in found.values():
+        assert {k: layer.metadata.get(k) for k in placed} == placed  # napari's Save Layer writes it to NIfTI
         np.testing.assert_allclose(layer.scale, scale)
         np.testing.assert_allclose(layer.translate, translate)
         np.testing.assert_allclose(layer.affine.affine_matrix, image.affine.affine_matrix)

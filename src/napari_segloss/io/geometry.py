@@ -51,6 +51,16 @@ def lps_nifti_affine(affine: np.ndarray | Sequence[Sequence[float]]) -> np.ndarr
     return _FLIP_XY @ np.asarray(affine, dtype=float) @ _REVERSE_AXES
 
 
+#: the metadata keys that place a scan's voxels in the patient; a mask derived from the scan
+#: (same shape) carries them, so that it is written back with the scan's geometry
+PLACEMENT_KEYS = ("affine_lps", "axcodes_on_disk")
+
+
+def placement(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`PLACEMENT_KEYS` that ``metadata`` holds (the others left out)."""
+    return {key: metadata[key] for key in PLACEMENT_KEYS if metadata.get(key) is not None}
+
+
 def scan_affine(metadata: Mapping[str, Any]) -> np.ndarray | None:
     """``metadata["affine_lps"]`` as a ``(4, 4)`` array, or None when the scan has no geometry."""
     value = metadata.get("affine_lps")

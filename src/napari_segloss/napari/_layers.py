@@ -7,7 +7,9 @@ layer with the same name never confuses it: a re-run updates the tagged layer in
 new layer whose name is already taken by someone else's layer gets a ``" [2]"``-style suffix.
 
 Every result layer copies the source layer's ``scale``, ``translate``, ``rotate``, ``shear`` and
-``affine`` so it overlays the image exactly (anisotropic DICOM spacing included).
+``affine`` so it overlays the image exactly (anisotropic DICOM spacing included), and a result of
+the source's spatial shape also its placement in the patient (``metadata["affine_lps"]``,
+:func:`napari_segloss.io.geometry.placement`), which napari's Save Layer writes to NIfTI.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_segloss.io.geometry import placement
 from napari_segloss.overlays import CONTOUR_COLORS, DIFFERENCE_COLORS, HEATMAP_COLORMAP
 
 TAG = "napari_segloss_result"
@@ -181,17 +184,18 @@ def upsert(
     layer = find(viewer, key, checkpoint, role)
     kind, kwargs = style(role, has_truth=has_truth)
     tag = {"source": key, "checkpoint": checkpoint, "role": role, "run": dict(run or {})}
+    where = placement(source.metadata) if tuple(data.shape) == spatial_shape(source) else {}
     cls = Image if kind == "image" else Labels
     if isinstance(layer, cls) and tuple(layer.data.shape) == tuple(data.shape):
         layer.data = data
-        layer.metadata = {**layer.metadata, TAG: tag}
+        layer.metadata = {**layer.metadata, **where, TAG: tag}
         for attr, value in geometry(source).items():
             setattr(layer, attr, value)
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
     contour = kwargs.pop("contour", None)  # not a constructor argument of Labels
-    layer = cls(data, name=free_name(viewer, name), metadata={TAG: tag}, **geometry(source), **kwargs)
+    layer = cls(data, name=free_name(viewer, name), metadata={**where, TAG: tag}, **geometry(source), **kwargs)
     if contour is not None:
         layer.contour = contour
     viewer.layers.append(layer)
