@@ -9,6 +9,8 @@ chosen recipe's measurements are copied into the ``Recipe`` docstring from that 
     python scripts/recipe_experiments.py --name neg300 --loss dice --pretrain-steps 1500 --synthetic-negatives 300
     python scripts/recipe_experiments.py --name ds2p128 --loss dice --pretrain-steps 1500 --downsample 2 \
         --patch 128 --pretrain-patch 128 [--seed 1] [--epochs 50]
+    python scripts/recipe_experiments.py --name coarse30e40 --loss dice --pretrain-steps 1500 --epochs 40 \
+        --coarse-epochs 30
 
 Besides the validation Dice it logs ``val_false_alarms``: the share of the fold-3 negative crops
 (:func:`~napari_segloss.train.data.negative_crops`, tumour-free 96x96 crops far from the tumour)
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--downsample", type=int, default=Recipe.downsample,
                         help="train on slices with this many times larger pixels (Recipe.downsample)")
     parser.add_argument("--pretrain-patch", type=int, default=Pretraining.patch)
+    parser.add_argument("--coarse-epochs", type=int, default=Recipe.coarse_epochs,
+                        help="first epochs at 2x coarser pixels (progressive resizing)")
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
     parser.add_argument("--seed", type=int, default=Recipe.seed,
                         help="seed of initialisation, batch order and augmentation (run-to-run noise)")
@@ -78,7 +82,7 @@ def main() -> None:
 
     recipe = replace(Recipe(), epochs=args.epochs, patch=args.patch, batch=args.batch, lr=args.lr,
                      threads=args.threads, seed=args.seed, train_folds=(1, 2), val_folds=(3,), test_folds=(),
-                     downsample=args.downsample,
+                     downsample=args.downsample, coarse_epochs=args.coarse_epochs,
                      pretraining=Pretraining(steps=args.pretrain_steps, patch=args.pretrain_patch),
                      synthetic_negatives=args.synthetic_negatives,
                      augment=replace(Recipe().augment, neg_crop=args.neg_crop))
@@ -91,7 +95,7 @@ def main() -> None:
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
            "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives,
            "neg_crop": args.neg_crop, "seed": args.seed, "downsample": args.downsample, "pretrain_patch": args.pretrain_patch,
-           "arch": args.arch,
+           "arch": args.arch, "coarse_epochs": args.coarse_epochs,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
            "val_false_alarms": round(alarms, 4), "val_false_alarms_in_context": round(in_context, 4),
            "minutes": round((time.perf_counter() - tic) / 60, 1)}

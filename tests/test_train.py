@@ -532,6 +532,28 @@ def test_a_checkpoint_trained_coarser_is_scored_and_run_at_its_pixel_size(tmp_pa
         assert compute(prediction.mask(), truth)["dice"] == pytest.approx(ref["dice"], abs=0.02)
 
 
+def test_progressive_resizing_trains_coarse_first_and_keeps_the_fine_scale(tmp_path, monkeypatch):
+    from napari_segloss.train import loop
+
+    seen = []
+    real_batch = loop._batch
+    monkeypatch.setattr(loop, "_batch", lambda split, idx, rng, augment, patch, *rest: (
+        seen.append((split.images.shape[-1], float(split.spacing[0][0]), patch)),
+        real_batch(split, idx, rng, augment, patch, *rest))[1])
+    folder = _labelled_folder(tmp_path / "data")
+    recipe = dataclasses.replace(TINY, coarse_epochs=1, epochs=2, patch=64, batch=4, train_folds=(1,), test_folds=(2,))
+    result = train("bce", out=tmp_path / "out", data=folder, recipe=recipe, device="cpu", progress=False)
+    steps = len(seen) // 2
+    assert seen[:steps] == [(32, 2.0, 32)] * steps  # epoch 0: whole slices at 2 mm
+    assert seen[steps:] == [(64, 1.0, 64)] * steps  # epoch 1: the recipe's own 1 mm crops
+    card = result.card
+    assert card["image_size"] == [64, 64] and card["pixel_spacing_mm"] == [1.0, 1.0]
+    assert card["recipe"]["coarse_epochs"] == 1 and len(card["history"]) == 2
+    with pytest.raises(ValueError, match="coarse_epochs"):
+        train("bce", out=tmp_path / "bad", data=folder, recipe=dataclasses.replace(recipe, coarse_epochs=3),
+              device="cpu", progress=False)
+
+
 def test_in_context_false_alarms_look_inside_each_slice_s_negative_window():
     from napari_segloss.train.data import SliceSet, negative_crop, negative_windows
     from napari_segloss.train.evaluate import in_context_false_alarms

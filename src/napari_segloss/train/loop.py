@@ -101,6 +101,11 @@ class Recipe:
             splits); a labelled folder's training slices are resized by ``1/downsample``
             (:meth:`~napari_segloss.train.data.SliceSet.coarser`) while validation and test keep
             their size, the network run at the training size as ``predict`` runs it.
+        coarse_epochs: the first epochs of the ``epochs`` that train at ``coarse_factor`` times
+            coarser pixels (progressive resizing: the training slices resized like ``downsample``
+            does, whole slices when they fit in ``patch``, validation run at that size); the
+            remaining epochs train at the recipe's own scale, which the checkpoint keeps. 0 = none.
+        coarse_factor: how much coarser the pixels of the ``coarse_epochs`` are.
         lr: peak learning rate of the one-cycle schedule (AdamW) for the network.
         loss_lr: peak learning rate of learnable loss parameters (no weight decay).
         weight_decay: AdamW weight decay of the network.
@@ -130,6 +135,8 @@ class Recipe:
     batch: int = 8
     patch: int = 160
     downsample: int = 1
+    coarse_epochs: int = 0
+    coarse_factor: int = 2
     lr: float = 1e-2
     loss_lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -365,11 +372,15 @@ def train(
 
     from napari_segloss.checkpoints import ModelCard, save_checkpoint
     from napari_segloss.losses import build, info, resolve
-    from napari_segloss.models import DEFAULT_ARCHITECTURE, build_model
+    from napari_segloss.models import DEFAULT_ARCHITECTURE, SIZE_MULTIPLE, build_model
     from napari_segloss.preprocess import DEFAULT_NORMALIZATION
     from napari_segloss.train.evaluate import evaluate
 
     recipe = recipe or Recipe()
+    if not 0 <= recipe.coarse_epochs <= recipe.epochs:
+        raise ValueError(f"coarse_epochs {recipe.coarse_epochs} must be between 0 and epochs {recipe.epochs}")
+    if recipe.coarse_factor < 1:
+        raise ValueError(f"coarse_factor {recipe.coarse_factor} must be a whole number >= 1")
     architecture = dict(architecture or DEFAULT_ARCHITECTURE)
     loss_name = resolve(loss)
     name = name or loss_name
@@ -425,6 +436,7 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
+    coarse = splits.train.coarser(recipe.coarse_factor) if recipe.coarse_epochs else splits.train
     bar = tqdm(total=recipe.epochs * steps, initial=start * steps, desc=name, disable=not progress or rank > 0,
                dynamic_ncols=True)
     for epoch in range(start, recipe.epochs):
@@ -432,8 +444,10 @@ def train(
         extras.start_epoch(epoch, recipe.epochs)
         net.train()
         total, count = 0.0, 0
+        stage = coarse if epoch < recipe.coarse_epochs else splits.train
+        patch = min(recipe.patch, stage.images.shape[-1] // SIZE_MULTIPLE * SIZE_MULTIPLE)
         for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
-            x, y, maps, spacing = _batch(splits.train, idx, rng, recipe.augment, recipe.patch, extras, dev)
+            x, y, maps, spacing = _batch(stage, idx, rng, recipe.augment, patch, extras, dev)
             with _autocast(dev, precision):
                 logits, features = extras.forward(net, x)
             logits = logits.float()
@@ -452,7 +466,7 @@ def train(
             total, count = total + float(value.detach()), count + 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", val_dice=f"{history[-1]['val_dice']:.3f}" if history else "-")
-        prob = probabilities(model, splits.val.images, device=dev, image_size=splits.train.images.shape[-2:])
+        prob = probabilities(model, splits.val.images, device=dev, image_size=stage.images.shape[-2:])
         scores = overlap(prob >= THRESHOLD, splits.val.masks)
         row = {"epoch": epoch, "train_loss": total / count, "val_dice": scores["dice"], "val_iou": scores["iou"],
                "seconds": time.perf_counter() - tic}
