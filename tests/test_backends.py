@@ -193,6 +193,25 @@ def test_one_export_per_architecture(tiny_checkpoint_dir, cache, monkeypatch):
                            predict(image, second, resample=False).probability, atol=1e-3)  # its own weights
 
 
+def test_a_failing_export_falls_back_to_torch_under_auto(tiny_checkpoint_dir, cache, monkeypatch):
+    """A torch without the (deprecated) TorchScript exporter, say: ``auto`` warns and runs torch,
+    with torch's probabilities; an explicit ``onnx`` reports the failure."""
+    def no_exporter(*args, **kwargs):
+        raise RuntimeError("torch.onnx.export was removed")
+
+    monkeypatch.setattr(backends, "export", no_exporter)
+    card = tiny_checkpoint_dir / "tiny_dice.json"
+    with pytest.warns(RuntimeWarning, match="ONNX Runtime backend is unavailable.*removed.*running torch"):
+        fallback = Segmenter.load(card, device="cpu", backend="auto")
+    assert fallback.backend is None
+    image = _scan((48, 64), 3)
+    eager = Segmenter.load(card, device="cpu", backend="torch")
+    np.testing.assert_array_equal(predict(image, fallback, resample=False).probability,
+                                  predict(image, eager, resample=False).probability)
+    with pytest.raises(RuntimeError, match="removed"):
+        Segmenter.load(card, device="cpu", backend="onnx")
+
+
 def test_a_template_from_an_untrained_network_serves_a_trained_one(tiny_checkpoint_dir, cache, tmp_path):
     """The template is exported once per architecture from whichever checkpoint comes first, here
     a freshly initialised one (every BatchNorm all ones/zeros, which the exporter would merge into

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_segloss import __version__
-from napari_segloss.checkpoints import CheckpointInfo, LoadedCheckpoint, ModelCard, load
+from napari_segloss.checkpoints import CheckpointError, CheckpointInfo, LoadedCheckpoint, ModelCard, load
 from napari_segloss.checkpoints.registry import locate
 from napari_segloss.models import SIZE_MULTIPLE, resolve_device
 from napari_segloss.preprocess import normalize, to_grayscale
@@ -318,7 +318,9 @@ class Segmenter:
         ONNX Runtime and a cached graph of a name or path, the torch model is built only if
         something asks for :attr:`model` (no smp/timm import). Raises ``ValueError`` for a bad
         ``backend`` or device, :class:`~napari_segloss.checkpoints.CheckpointError` as
-        :func:`~napari_segloss.checkpoints.load` does.
+        :func:`~napari_segloss.checkpoints.load` does. Under ``"auto"``, a graph that cannot be
+        exported or opened (a torch without the exporter, an ONNX Runtime that refuses it) gives a
+        ``RuntimeWarning`` and the torch network instead; under ``"onnx"`` it is an error.
         """
         from napari_segloss import backends
 
@@ -341,7 +343,15 @@ class Segmenter:
                         reload=lambda target: _prepared(source, target).model, budget_bytes=budget_bytes)
         segmenter.loaded, segmenter.card, segmenter.info = loaded, card, info
         if onnx and card.weights_sha256 and Path(info.weights).suffix.lower() == ".safetensors":  # sha256 checked
-            segmenter.backend = backends.onnx_backend(card, info.weights, lambda: segmenter.model)
+            try:
+                segmenter.backend = backends.onnx_backend(card, info.weights, lambda: segmenter.model)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the exporter or ONNX Runtime failed: torch still works
+                if backends.configured_backend(backend) == "onnx":
+                    raise
+                warnings.warn(f"{info.name}: the ONNX Runtime backend is unavailable ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); running torch instead", RuntimeWarning, stacklevel=2)
         return segmenter
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, int]:
