@@ -3,6 +3,7 @@ against the source headers with pydicom and validated with dicom3tools' ``dciodv
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -264,7 +265,27 @@ def test_predict_cli_writes_a_seg_and_a_geometry_true_nifti_per_checkpoint(tmp_p
                 affine = nib.load(path).affine
                 corner = np.asarray(first.ImagePositionPatient, float) * [-1, -1, 1]
                 assert np.abs(np.linalg.inv(affine) @ [*corner, 1.0])[:2] == pytest.approx([0, 0], abs=1e-4)
+    # several checkpoints in DICOM SEG: one comparison SEG beside them, a segment per checkpoint
+    seg_out = tmp_path / "dicom-seg"
+    comparison = {layer.metadata["segments"][0]["label"]: layer for layer in read_scans(seg_out / "comparison.seg.dcm")}
+    assert sorted(comparison) == ["tiny_bce", "tiny_dice", "tiny_focal"]
+    for checkpoint, layer in comparison.items():
+        np.testing.assert_array_equal(layer.data > 0, only(read_scans(seg_out / checkpoint / "prediction.seg.dcm")).data > 0)
+    summary = json.loads((seg_out / "metrics.json").read_text())
+    assert summary["scans"][0]["comparison_seg"] == "comparison.seg.dcm"
+    assert not (tmp_path / "nifti" / "comparison.seg.dcm").exists()
+    # the probabilities as a FRACTIONAL SEG, on request
+    out = tmp_path / "fractional"
+    assert main(["predict", str(oblique_series), "--checkpoint", "tiny_dice", "--format", "dicom-seg",
+                 "--probability-seg", "--out", str(out)]) == 0
+    fractional = pydicom.dcmread(out / "tiny_dice" / "probability.seg.dcm")
+    assert fractional.SegmentationType == "FRACTIONAL"
+    heatmap = only(read_scans(tmp_path / "png" / "tiny_dice" / "heatmap.tif")).data
+    assert heatmap.min() < 0.5 < heatmap.max()
+    assert not (out / "comparison.seg.dcm").exists()  # one checkpoint: nothing to compare
     capsys.readouterr()
+    assert main(["predict", str(oblique_series), "--probability-seg", "--out", str(tmp_path / "no")]) != 0
+    assert "--format dicom-seg" in capsys.readouterr().err and not (tmp_path / "no").exists()
     png = write_array(tmp_path / "case.png", RNG.integers(0, 255, size=(64, 64)).astype(np.uint8))
     out = tmp_path / "refused"
     assert main(["predict", str(png), "--format", "dicom-seg", "--out", str(out)]) != 0

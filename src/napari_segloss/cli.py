@@ -249,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr.add_argument("--format", choices=RESULT_FORMATS, default="png",
                     help="the prediction's file: png (PNG 2D, TIFF 3D; default), nifti (.nii.gz with the input's "
-                    "geometry) or dicom-seg (a DICOM SEG referencing the input series; DICOM inputs only)")
+                    "geometry) or dicom-seg (a DICOM SEG referencing the input series; DICOM inputs only; with "
+                    "several checkpoints also comparison.seg.dcm, one segment per checkpoint)")
+    pr.add_argument("--probability-seg", action="store_true",
+                    help="with --format dicom-seg: also each checkpoint's probabilities as a FRACTIONAL DICOM SEG "
+                    "(probability.seg.dcm)")
     pr.add_argument("--threads", type=_non_negative, default=0, metavar="N", help=THREADS_HELP)
     pr.set_defaults(handler=_cmd_predict)
 

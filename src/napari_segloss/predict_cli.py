@@ -13,6 +13,11 @@ sibling folder and renamed into place at the end, so a failed run leaves nothing
     OUT/[<scan>/]<checkpoint>/prediction.seg.dcm | prediction.nii.gz
                                                instead of prediction.png/.tif with --format
                                                dicom-seg | nifti (:mod:`napari_segloss.io.results`)
+    OUT/[<scan>/]<checkpoint>/probability.seg.dcm
+                                               --format dicom-seg --probability-seg: the
+                                               probabilities as a FRACTIONAL SEG
+    OUT/[<scan>/]comparison.seg.dcm            --format dicom-seg with several checkpoints:
+                                               one BINARY SEG, one segment per checkpoint
 
 ``<scan>/`` appears only when IMAGE holds several scans (a DICOM folder with several series);
 scans whose names sanitise alike get distinct folders (``T1_post``, ``T1_post_2``).
@@ -21,6 +26,7 @@ scans whose names sanitise alike get distinct folders (``T1_post``, ``T1_post_2`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -105,13 +111,16 @@ def _checkpoints(choice: str | None, device: Any) -> list:
 
 
 def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, derived: Derived, truth: np.ndarray | None,
-                   spacing: tuple[float, ...], result: Any = None, fmt: str = "png", metadata: Any = None) -> list[Path]:
+                   spacing: tuple[float, ...], result: Any = None, fmt: str = "png", metadata: Any = None,
+                   probability_seg: bool = False) -> list[Path]:
     """Prediction, heatmap, contour and difference images of one run (PNG 2D, TIFF 3D; ``derived``:
     its :class:`~napari_segloss.derived.Derived` arrays); with ``fmt`` ``dicom-seg`` or ``nifti``
     the prediction is ``prediction.seg.dcm`` / ``.nii.gz`` (``result``: the
-    :class:`~napari_segloss.io.seg.SegmentResult`, ``metadata``: the scan's)."""
+    :class:`~napari_segloss.io.seg.SegmentResult`, ``metadata``: the scan's), and with
+    ``probability_seg`` (DICOM SEG only) the probabilities also ``probability.seg.dcm``."""
     from napari_segloss import overlays
     from napari_segloss.io.results import write_mask
+    from napari_segloss.io.seg import write_seg
     from napari_segloss.io.writers import write_array, write_rgb_png
 
     folder.mkdir(parents=True)
@@ -119,6 +128,8 @@ def _write_outputs(folder: Path, image: np.ndarray, prediction: Any, derived: De
     mask = derived.mask != 0
     if fmt != "png":
         written.append(write_mask(folder / "prediction", fmt, metadata, spacing, result))
+    if probability_seg:
+        written.append(write_seg(folder / "probability.seg.dcm", metadata, [result], fractional=True))
     if mask.ndim == 2:
         if fmt == "png":
             written.append(write_array(folder / "prediction.png", mask))
@@ -168,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_segloss import metrics
     from napari_segloss.derived import derive
-    from napari_segloss.io.results import SegmentResult, check_format
+    from napari_segloss.io.results import COMPARISON_SEG, SegmentResult, check_format
+    from napari_segloss.io.seg import write_seg
     from napari_segloss.inference import predict
     from napari_segloss.models import resolve_device
 
@@ -189,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     names = [printable(s.name) for s in scans]
     folders = _folder_names(names) if len(scans) > 1 else [""]
     spatial = [s.data.shape[: len(s.spacing)] for s in scans]
+    if args.probability_seg and args.format != "dicom-seg":
+        raise PredictError(f"--probability-seg writes DICOM SEG files: add --format dicom-seg (got --format {args.format})")
     for scan, name in zip(scans, names):  # before any model runs: DICOM SEG of a PNG, a series without geometry
         try:
             check_format(args.format, scan.metadata, name)
@@ -198,11 +212,13 @@ def run(args: argparse.Namespace) -> int:
     loaded = _checkpoints(args.checkpoint, device)
 
     rows, records = [], []
+    comparisons: dict[str, str] = {}  # scan name -> its comparison SEG (relative path)
     total = sum(len(loaded) * (shape[0] if len(shape) == 3 else 1) for shape in spatial)
     with outputs.writing(target) as tmp:
         with tqdm(total=total, unit="slice", disable=None, file=sys.stderr, leave=False) as bar:
             for scan, name, folder, shape in zip(scans, names, folders, spatial):
                 base = tmp / folder
+                segments = []  # each checkpoint's mask, for the comparison SEG
                 for checkpoint in loaded:
                     bar.set_description(checkpoint.card.name)
                     done = [0]
@@ -224,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
                     card = checkpoint.card
                     result = SegmentResult(card.name, card.loss, mask, prediction.probability, card.weights_sha256, args.threshold)
                     files = _write_outputs(base / card.name, scan.data, prediction, derived, truth, scan.spacing,
-                                           result, args.format, scan.metadata)
+                                           result, args.format, scan.metadata, args.probability_seg)
+                    segments.append(dataclasses.replace(result, probability=None))
                     row: dict[str, Any] = {"scan": name, "checkpoint": checkpoint.card.name, "loss": checkpoint.card.loss, "family": checkpoint.info.family}
                     row["spacing_mm"] = spacing_text(known)
                     if derived.metrics is not None:
@@ -235,10 +252,13 @@ def run(args: argparse.Namespace) -> int:
                     row["seconds"] = prediction.metadata["seconds"]
                     rows.append(row)
                     records.append({**jsonable(row), "metadata": prediction.metadata, "files": [str(p.relative_to(tmp)) for p in files]})
+                if args.format == "dicom-seg" and len(segments) > 1:
+                    comparison = write_seg(base / COMPARISON_SEG, scan.metadata, segments, where=name)
+                    comparisons[name] = str(comparison.relative_to(tmp))
         if truth is not None:  # best first; NaN (empty truth and prediction) last
             order = sorted(range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i]["dice"]) else -rows[i]["dice"])
             rows, records = [rows[i] for i in order], [records[i] for i in order]
-        _write_reports(tmp, rows, records, args, names, scans, spatial, device)
+        _write_reports(tmp, rows, records, args, names, scans, spatial, device, comparisons)
 
     if truth is not None:
         columns = ["checkpoint", "loss", *metrics.headline_keys(), "volume_pred", "volume_truth", "seconds"]
@@ -271,7 +291,7 @@ def scale_lines(records: list[dict[str, Any]], *, with_scan: bool = False) -> li
 
 
 def _write_reports(tmp: Path, rows: list[dict], records: list[dict], args: argparse.Namespace, names: list[str],
-                   scans: list, spatial: list, device: Any) -> None:
+                   scans: list, spatial: list, device: Any, comparisons: dict[str, str]) -> None:
     from napari_segloss.io.writers import write_csv
 
     write_csv(tmp / "metrics.csv", rows)
@@ -282,7 +302,8 @@ def _write_reports(tmp: Path, rows: list[dict], records: list[dict], args: argpa
         "threshold": args.threshold,
         "resample": args.resample,
         "device": str(device),
-        "scans": [{"name": n, "shape": list(shape), "spacing_mm": known_spacing(s.spacing, s.spacing_known)}
+        "scans": [{"name": n, "shape": list(shape), "spacing_mm": known_spacing(s.spacing, s.spacing_known),
+                   **({"comparison_seg": comparisons[n]} if n in comparisons else {})}
                   for n, s, shape in zip(names, scans, spatial)],
         "results": records,
     }

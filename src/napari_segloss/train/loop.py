@@ -89,7 +89,14 @@ class Recipe:
     bundled ``bce``'s 0.531 (more conservative: fewer false alarms, lower sensitivity), so the
     set was stopped there: not adopted. On the experiments' split ``bce`` confirms it: 0.548 at
     2 mm against 0.616 at 1 mm (false alarms 1 % / 7 % against 6 % / 15 %): pixel-wise losses
-    lose what Dice-type ones gain.
+    lose what Dice-type ones gain. Twice the epochs at 2 mm (50, about the 1 mm recipe's compute)
+    do not close the gap: ``bce`` 0.574 (best 0.584), ``unified_focal`` 0.634 (2026-12-08).
+    A lower peak learning rate does not rescue the collapsed losses (3e-3, 1 mm, same split):
+    ``lovasz_hinge`` oscillates between 0.01 and 0.30 and ends at 0.07, ``region_wise`` stays at 0.
+    Progressive resizing (``coarse_epochs`` = 30 of 40 at 2 mm, then 10 at 1 mm: about the
+    recipe's compute; ``--coarse-epochs 30 --epochs 40``): the switch to 1 mm costs 0.08-0.13
+    Dice that the last, low-learning-rate epochs do not win back: ``dice`` 0.537 (0.607 before
+    the switch), ``unified_focal`` 0.626 (0.642): not adopted.
 
     Attributes:
         epochs: passes over the training slices.
