@@ -219,8 +219,9 @@ def test_save_results_picks_the_inputs_format_and_never_overwrites(tmp_path, obl
     assert [p.name for p in written] == ["dice.seg.dcm", "focal.seg.dcm", "bce.seg.dcm"]
     for path, result in zip(written, results):
         np.testing.assert_array_equal(only(read_scans(path)).data > 0, result.mask)
-    (combined,) = save_results(tmp_path / "out", scan.metadata, scan.spacing, results, combined=True)
-    assert len(read_scans(combined)) == 3
+    *again, combined = save_results(tmp_path / "both", scan.metadata, scan.spacing, results, combined=True)
+    assert [p.name for p in again] == [p.name for p in written] and combined.name == "comparison.seg.dcm"
+    assert [s.metadata["segments"][0]["label"] for s in read_scans(combined)] == ["dice", "focal", "bce"]
     before = {p: p.read_bytes() for p in written}
     with pytest.raises(FileExistsError, match=r"dice.seg.dcm: file exists \(3 of 3"):
         save_results(tmp_path / "out", scan.metadata, scan.spacing, results)

@@ -76,9 +76,11 @@ def test_dicom_series_results_are_saved_as_seg_and_never_replaced_unasked(widget
     _run(qtbot, w, w.run_compare)
     asked = _answer(monkeypatch, tmp_path / "out")  # replace: yes
     written = w.save_button.ask_and_save()
-    assert sorted(p.name for p in written) == [f"{n}.seg.dcm" for n in names] and len(asked) == 1
+    assert sorted(p.name for p in written) == ["comparison.seg.dcm", *[f"{n}.seg.dcm" for n in names]]
+    assert len(asked) == 1
+    assert sorted(s.metadata["segments"][0]["label"] for s in read_scans(written[-1])) == names
     key = _layers.source_key(image)
-    for path in written:
+    for path in written[:-1]:
         np.testing.assert_array_equal(read_scans(path)[0].data > 0, w.results[(key, path.name[:-8])].derived.mask > 0)
 
 

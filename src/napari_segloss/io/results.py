@@ -82,9 +82,10 @@ def write_mask(
 
 def planned_files(folder: Path, fmt: str, results: Sequence[SegmentResult], *, combined: bool = False) -> list[Path]:
     """The files :func:`save_results` would write (to ask before replacing any)."""
-    if combined and fmt == "dicom-seg":
-        return [folder / COMPARISON_SEG]
-    return [mask_path(folder / r.checkpoint, fmt, np.ndim(r.mask)) for r in results]
+    files = [mask_path(folder / r.checkpoint, fmt, np.ndim(r.mask)) for r in results]
+    if combined and fmt == "dicom-seg" and len(results) > 1:
+        files.append(folder / COMPARISON_SEG)
+    return files
 
 
 def save_results(
@@ -105,7 +106,8 @@ def save_results(
         metadata, spacing: the scan's (its layer's) metadata and voxel spacing (mm, numpy order).
         results: one per checkpoint.
         fmt: one of :data:`RESULT_FORMATS`; default :func:`default_format`.
-        combined: with DICOM SEG, one :data:`COMPARISON_SEG` holding one segment per checkpoint.
+        combined: with DICOM SEG and several results, also one :data:`COMPARISON_SEG` holding one
+            segment per checkpoint (last in the returned list).
         overwrite: replace existing files; otherwise FileExistsError naming them and nothing is
             written.
     Raises:
@@ -121,9 +123,11 @@ def save_results(
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]}: file exists ({len(existing)} of {len(targets)} results already saved "
                               "there; choose another folder or replace them)")
-    if combined and fmt == "dicom-seg":
-        return [write_seg(targets[0], metadata, results, overwrite=overwrite, where=where)]
-    return [write_mask(folder / r.checkpoint, fmt, metadata, spacing, r, overwrite=overwrite, where=where) for r in results]
+    written = [write_mask(folder / r.checkpoint, fmt, metadata, spacing, r, overwrite=overwrite, where=where)
+               for r in results]
+    if len(targets) > len(results):  # the comparison SEG
+        written.append(write_seg(targets[-1], metadata, results, overwrite=overwrite, where=where))
+    return written
 
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The Loss explorer's *Save results…* button: the current or compared checkpoints' masks, saved
 in the input's format (:func:`napari_segloss.io.results.save_results`: DICOM SEG for a DICOM
-series, NIfTI with the source affine for NIfTI, else PNG/TIFF), never replacing a file unasked.
+series, NIfTI with the source affine for NIfTI, else PNG/TIFF; a comparison on a DICOM series
+also gets one SEG with a segment per checkpoint), never replacing a file unasked.
 
 :func:`results_to_save` and :func:`save` are Qt-free; :class:`SaveResultsButton` only adds the
 folder dialog and the replace question.
@@ -49,7 +50,7 @@ def save(image: Image, results: list[RunResult], folder: str | Path, *, overwrit
     """Save ``results`` of ``image`` into ``folder`` (see :func:`napari_segloss.io.results.save_results`)."""
     metadata: dict[str, Any] = dict(image.metadata)
     return save_results(folder, metadata, tuple(float(s) for s in results[0].spacing),
-                        [segment_result(r) for r in results], where=image.name, overwrite=overwrite)
+                        [segment_result(r) for r in results], combined=True, where=image.name, overwrite=overwrite)
 
 
 class SaveResultsButton(QPushButton):
@@ -72,7 +73,8 @@ class SaveResultsButton(QPushButton):
         folder = QFileDialog.getExistingDirectory(self, f"Save {len(results)} result(s) as {fmt} into folder")
         if not folder:
             return []
-        existing = [p for p in planned_files(Path(folder), fmt, [segment_result(r) for r in results]) if p.exists()]
+        planned = planned_files(Path(folder), fmt, [segment_result(r) for r in results], combined=True)
+        existing = [p for p in planned if p.exists()]
         if existing:
             answer = QMessageBox.question(
                 self, "Replace results?",
@@ -85,5 +87,6 @@ class SaveResultsButton(QPushButton):
         except (ValueError, OSError) as exc:  # a format that does not fit, a file that appeared meanwhile
             self.widget.say(f"Nothing saved: {exc}", "error")
             return []
-        self.widget.say(f"Saved {len(written)} result(s) as {fmt} to {folder}.")
+        both = f" and their comparison, {written[-1].name}," if len(written) > len(results) else ""
+        self.widget.say(f"Saved {len(results)} result(s) as {fmt}{both} to {folder}.")
         return written

@@ -91,8 +91,12 @@ class Recipe:
     2 mm against 0.616 at 1 mm (false alarms 1 % / 7 % against 6 % / 15 %): pixel-wise losses
     lose what Dice-type ones gain. Twice the epochs at 2 mm (50, about the 1 mm recipe's compute)
     do not close the gap: ``bce`` 0.574 (best 0.584), ``unified_focal`` 0.634 (2026-12-08).
-    A lower peak learning rate does not rescue the collapsed losses (3e-3, 1 mm, same split):
-    ``lovasz_hinge`` oscillates between 0.01 and 0.30 and ends at 0.07, ``region_wise`` stays at 0.
+    A lower peak learning rate (3e-3, 1 mm, same split, seeds 0 / 1) does not rescue the collapsed
+    losses (``lovasz_hinge`` oscillates between 0.01 and 0.30 and ends at 0.07, ``region_wise``
+    stays at 0, ``dice_simclr`` at 0.03) and splits the others: ``dice`` 0.603 / 0.611 against
+    0.567 / 0.588 (false alarms 73-77 % alone, 25-26 % in context, against 92-93 % / 30-34 %), but
+    ``unified_focal`` 0.646 / 0.630 against 0.656 / 0.631 and ``bce`` 0.606 against 0.616 (seed 0):
+    +0.03 for the region losses, -0.01 for the others, so the bundled set keeps 1e-2.
     Progressive resizing (``coarse_epochs`` = 30 of 40 at 2 mm, then 10 at 1 mm: about the
     recipe's compute; ``--coarse-epochs 30 --epochs 40``): the switch to 1 mm costs 0.08-0.13
     Dice that the last, low-learning-rate epochs do not win back: ``dice`` 0.537 (0.607 before
