@@ -418,6 +418,23 @@ def _panel_cells(qtbot, spacing: tuple[float, float]) -> tuple[str, dict[str, st
     return panel.title.text(), {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
 
 
+def test_a_metric_registered_after_the_comparison_table_was_built_gets_its_column(qtbot) -> None:
+    from napari_segloss.napari._compare import ComparisonTable
+
+    table = ComparisonTable()
+    qtbot.addWidget(table)
+    metrics.register(FP_PER_TP)
+    try:
+        table.set_results([_run_result((0.5, 0.5))])
+        assert table.horizontalHeaderItem(table.columnCount() - 1).text() == "fp_per_tp"
+        assert table.column_values("fp_per_tp") == ["0.50"]  # 12 FP / 24 TP
+        assert table.column_values("dice") == [metrics.format_value("dice", table.results[0].derived.metrics["dice"])]
+    finally:
+        metrics.unregister(FP_PER_TP.key)
+    table.set_results(table.results)
+    assert "fp_per_tp" not in table.columns() and table.columnCount() == len(table.columns())
+
+
 def test_a_registered_metric_reaches_the_metrics_panel(new_metric, qtbot) -> None:
     _, cells = _panel_cells(qtbot, (0.5, 0.5))
     assert list(cells)[-1] == "FP per TP" and len(cells) == len(metrics.REGISTRY)

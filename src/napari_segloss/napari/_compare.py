@@ -43,14 +43,15 @@ class _SortableItem(QTableWidgetItem):
 
 
 class ComparisonTable(QTableWidget):
-    """Rows = compared checkpoints, columns = checkpoint, loss, family and every metric; click a
-    header to sort. Values show as :func:`~napari_segloss.metrics.format_value` text."""
+    """Rows = compared checkpoints, columns = checkpoint, loss, family and every metric (the
+    registry as it is when results are shown: a metric registered after the table was built gets
+    its column); click a header to sort. Values show as :func:`~napari_segloss.metrics.format_value` text."""
 
     FIXED = ("checkpoint", "loss", "family")
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(0, len(self.FIXED) + len(METRIC_KEYS), parent)
-        self.setHorizontalHeaderLabels([*self.FIXED, *METRIC_KEYS])
+        super().__init__(0, 0, parent)
+        self._set_columns()
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.verticalHeader().setVisible(False)
@@ -58,10 +59,21 @@ class ComparisonTable(QTableWidget):
         self.sortItems(len(self.FIXED) + METRIC_KEYS.index("dice"), Qt.SortOrder.DescendingOrder)  # best first
         self.results: list[RunResult] = []
 
+    def columns(self) -> list[str]:
+        """The column keys: the fixed ones, then every registered metric."""
+        return [*self.FIXED, *METRIC_KEYS]
+
+    def _set_columns(self) -> None:
+        keys = self.columns()
+        if [self.horizontalHeaderItem(i).text() for i in range(self.columnCount())] != keys:
+            self.setColumnCount(len(keys))
+            self.setHorizontalHeaderLabels(keys)
+
     def set_results(self, results: Sequence[RunResult]) -> None:
         """Show one row per result (metrics at each result's current threshold)."""
         self.results = list(results)
         self.setSortingEnabled(False)
+        self._set_columns()
         self.setRowCount(len(self.results))
         for row, result in enumerate(self.results):
             values = result.derived.metrics or {}
@@ -80,7 +92,7 @@ class ComparisonTable(QTableWidget):
 
     def column_values(self, key: str) -> list[str]:
         """The displayed text of column ``key`` from top to bottom (after sorting)."""
-        column = [*self.FIXED, *METRIC_KEYS].index(key)
+        column = self.columns().index(key)
         return [self.item(row, column).text() for row in range(self.rowCount())]
 
     def rows(self) -> list[dict]:
