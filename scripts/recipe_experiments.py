@@ -11,6 +11,8 @@ chosen recipe's measurements are copied into the ``Recipe`` docstring from that 
         --patch 128 --pretrain-patch 128 [--seed 1] [--epochs 50]
     python scripts/recipe_experiments.py --name coarse30e40 --loss dice --pretrain-steps 1500 --epochs 40 \
         --coarse-epochs 30
+    python scripts/recipe_experiments.py --name batchdice_neg25 --loss dice --pretrain-steps 1500 \
+        --loss-args '{"per_image": false}' --neg-crop 0.25
 
 Besides the validation Dice it logs ``val_false_alarms``: the share of the fold-3 negative crops
 (:func:`~napari_segloss.train.data.negative_crops`, tumour-free 96x96 crops far from the tumour)
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--coarse-epochs", type=int, default=Recipe.coarse_epochs,
                         help="first epochs at 2x coarser pixels (progressive resizing)")
     parser.add_argument("--arch", type=json.loads, default={}, help="JSON overrides of the architecture")
+    parser.add_argument("--loss-args", type=json.loads, default={},
+                        help='JSON hyper-parameters of the loss, e.g. \'{"per_image": false}\'')
     parser.add_argument("--seed", type=int, default=Recipe.seed,
                         help="seed of initialisation, batch order and augmentation (run-to-run noise)")
     parser.add_argument("--threads", type=int, default=1)
@@ -89,13 +93,13 @@ def main() -> None:
     architecture = {**DEFAULT_ARCHITECTURE, **args.arch}
     tic = time.perf_counter()
     result = train(args.loss, out=args.out, data=shared_data_dir() / "figshare", recipe=recipe, device="cpu",
-                   name=f"{args.name}_{args.loss}", architecture=architecture, progress=False)
+                   name=f"{args.name}_{args.loss}", architecture=architecture, loss_args=args.loss_args, progress=False)
     dice = [row["val_dice"] for row in result.history]
     alarms, in_context = val_false_alarms(result.path, recipe)
     row = {"name": args.name, "loss": args.loss, "epochs": args.epochs, "patch": args.patch, "batch": args.batch,
            "lr": args.lr, "pretrain_steps": args.pretrain_steps, "synthetic_negatives": args.synthetic_negatives,
            "neg_crop": args.neg_crop, "seed": args.seed, "downsample": args.downsample, "pretrain_patch": args.pretrain_patch,
-           "arch": args.arch, "coarse_epochs": args.coarse_epochs,
+           "arch": args.arch, "coarse_epochs": args.coarse_epochs, "loss_args": args.loss_args,
            "val_dice_fold3": [round(d, 4) for d in dice], "best": round(max(dice), 4), "last": round(dice[-1], 4),
            "val_false_alarms": round(alarms, 4), "val_false_alarms_in_context": round(in_context, 4),
            "minutes": round((time.perf_counter() - tic) / 60, 1)}

@@ -360,6 +360,9 @@ def test_dice_matches_monai_and_smp(ndim):
     close(value, MonaiDice(sigmoid=True)(z, y))  # includes the empty image
     keep = [0, 1, 3]
     close(build("dice")(z[keep], y[keep]), nonempty_per_image(SmpDice("binary", smooth=1e-5), z, y))
+    pooled = build("dice", per_image=False)(z, y)  # nnU-Net's batch Dice
+    close(pooled, MonaiDice(sigmoid=True, batch=True)(z, y))
+    assert not torch.isclose(pooled, value)
 
 
 def test_iou_matches_monai_jaccard_and_smp():

@@ -44,28 +44,35 @@ def _counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
         reference="Milletari, Navab, Ahmadi, 'V-Net: fully convolutional neural networks for volumetric medical "
         "image segmentation', 3DV 2016, arXiv:1606.04797; Drozdzal et al., 'The importance of skip connections in "
         "biomedical image segmentation', DLMIA 2016, arXiv:1608.04117 (no squared terms).",
-        defaults={"smooth": SMOOTH},
-        bounds={"smooth": _SMOOTH_BOUNDS},
+        defaults={"smooth": SMOOTH, "per_image": True},
+        bounds={"smooth": _SMOOTH_BOUNDS, "per_image": (True, False)},
         notes="L = 1 - (2 TP + s) / (2 TP + FP + FN + s) per image, mean over the batch; no squared denominator "
         "(nnU-Net, MONAI squared_pred=False). " + _SMOOTH_NOTE + " A tumour-free image scores "
         "1 - s / (sum p + s): it pushes p to 0 and dominates the value when most slices are empty "
-        "(smp instead zeroes empty images).",
+        "(smp instead zeroes empty images); once anything is predicted that value is flat, so a "
+        "tumour-free image teaches next to nothing. per_image=False pools TP, FP and FN over the batch "
+        "first (nnU-Net's batch Dice, MONAI batch=True): a tumour-free image's false positives then "
+        "count against the batch's tumours.",
         aliases=("DiceLoss", "SoftDiceLoss", "DL"),
         check="monai.losses.DiceLoss(sigmoid=True); segmentation_models_pytorch.losses.DiceLoss('binary', "
         "smooth=1e-5) per image on non-empty targets",
     )
 )
 class DiceLoss(SegLoss):
-    """``1 - soft Dice`` per image, mean over the batch."""
+    """``1 - soft Dice`` per image, mean over the batch (``per_image=False``: of the pooled batch)."""
 
     name = "dice"
 
-    def __init__(self, smooth: float = SMOOTH) -> None:
+    def __init__(self, smooth: float = SMOOTH, per_image: bool = True) -> None:
         super().__init__()
         self.smooth = float(smooth)
+        self.per_image = bool(per_image)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (1.0 - dice_index(*_counts(logits, target), self.smooth)).mean()
+        counts = _counts(logits, target)
+        if not self.per_image:
+            counts = tuple(c.sum() for c in counts)
+        return (1.0 - dice_index(*counts, self.smooth)).mean()
 
 
 @register(
