@@ -461,8 +461,9 @@ def train(
         extras.start_epoch(epoch, recipe.epochs)
         net.train()
         total, count = 0.0, 0
-        stage = coarse if epoch < recipe.coarse_epochs else splits.train
-        patch = min(recipe.patch, stage.images.shape[-1] // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        stage, patch = splits.train, recipe.patch
+        if epoch < recipe.coarse_epochs:  # whole coarse slices when they fit in the patch
+            stage, patch = coarse, min(recipe.patch, coarse.images.shape[-1] // SIZE_MULTIPLE * SIZE_MULTIPLE)
         for idx, rng in epoch_batches(len(splits.train), recipe.batch, recipe.seed, epoch, rank=rank, world=world):
             x, y, maps, spacing = _batch(stage, idx, rng, recipe.augment, patch, extras, dev)
             with _autocast(dev, precision):
