@@ -213,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows, records = [], []
     comparisons: dict[str, str] = {}  # scan name -> its comparison SEG (relative path)
+    compare = args.format == "dicom-seg" and len(loaded) > 1
     total = sum(len(loaded) * (shape[0] if len(shape) == 3 else 1) for shape in spatial)
     with outputs.writing(target) as tmp:
         with tqdm(total=total, unit="slice", disable=None, file=sys.stderr, leave=False) as bar:
@@ -241,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
                     result = SegmentResult(card.name, card.loss, mask, prediction.probability, card.weights_sha256, args.threshold)
                     files = _write_outputs(base / card.name, scan.data, prediction, derived, truth, scan.spacing,
                                            result, args.format, scan.metadata, args.probability_seg)
-                    segments.append(dataclasses.replace(result, probability=None))
+                    if compare:  # the masks only: a volume's probabilities per checkpoint would add up
+                        segments.append(dataclasses.replace(result, probability=None))
                     row: dict[str, Any] = {"scan": name, "checkpoint": checkpoint.card.name, "loss": checkpoint.card.loss, "family": checkpoint.info.family}
                     row["spacing_mm"] = spacing_text(known)
                     if derived.metrics is not None:
@@ -252,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                     row["seconds"] = prediction.metadata["seconds"]
                     rows.append(row)
                     records.append({**jsonable(row), "metadata": prediction.metadata, "files": [str(p.relative_to(tmp)) for p in files]})
-                if args.format == "dicom-seg" and len(segments) > 1:
+                if compare:
                     comparison = write_seg(base / COMPARISON_SEG, scan.metadata, segments, where=name)
                     comparisons[name] = str(comparison.relative_to(tmp))
         if truth is not None:  # best first; NaN (empty truth and prediction) last

@@ -15,8 +15,8 @@ only by the numpy generator it is given, so a run is deterministic on CPU given 
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
